@@ -1,0 +1,180 @@
+"""Models of the book: MLP, CIFAR-style ResNet-18, VGG-16 (torchvision layout), SimpleNet; input normalisation."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "leakyrelu": nn.LeakyReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (optionally only those with requires_grad)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, inside the model so that attacks and plots work in [0, 1] pixels."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def activation(name: str) -> nn.Module:
+    """An activation module by name: relu, leakyrelu, sigmoid, tanh."""
+    key = name.lower().replace("_", "").replace("-", "")
+    if key not in ACTIVATIONS:
+        raise ValueError(f"Unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}.")
+    return ACTIVATIONS[key]()
+
+
+class MLP(nn.Module):
+    """Flatten, then Linear-activation(-dropout) blocks and a final Linear producing logits."""
+
+    def __init__(self, sizes: Sequence[int] = (784, 100, 50, 10), act: str = "relu", dropout: float = 0.0):
+        super().__init__()
+        if len(sizes) < 2:
+            raise ValueError(f"sizes needs at least an input and an output size, got {list(sizes)}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        self.in_features = sizes[0]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1]):
+            layers += [nn.Linear(fan_in, fan_out), activation(act)]
+            if dropout:
+                layers.append(nn.Dropout(dropout))  # used in forward: it is part of the Sequential
+        layers.append(nn.Linear(sizes[-2], sizes[-1]))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x[0].numel() != self.in_features:
+            raise ValueError(f"MLP expects inputs with {self.in_features} values per sample, "
+                             f"got shape {tuple(x.shape)}")
+        return self.net(x)
+
+
+# ---------------------------------------------------------------- ResNet-18, CIFAR style
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int, batchnorm: bool):
+        super().__init__()
+        norm = (lambda c: nn.BatchNorm2d(c)) if batchnorm else (lambda c: nn.Identity())
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=not batchnorm)
+        self.bn1 = norm(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=not batchnorm)
+        self.bn2 = norm(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=not batchnorm), norm(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for 32x32 inputs: 3x3 stem, no max-pool, 4 stages of 2 blocks; `width` scales channels."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
+                 batchnorm: bool = True, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None):
+        super().__init__()
+        channels = [max(4, int(round(c * width))) for c in (64, 128, 256, 512)]
+        mean = mean if mean is not None else [0.5] * in_channels
+        std = std if std is not None else [0.5] * in_channels
+        self.normalize = Normalize(mean, std)
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, channels[0], 3, 1, 1, bias=not batchnorm),
+            nn.BatchNorm2d(channels[0]) if batchnorm else nn.Identity(), nn.ReLU(inplace=True))
+        stages, cin = [], channels[0]
+        for i, cout in enumerate(channels):
+            stride = 1 if i == 0 else 2
+            stages.append(nn.Sequential(BasicBlock(cin, cout, stride, batchnorm),
+                                        BasicBlock(cout, cout, 1, batchnorm)))
+            cin = cout
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(channels[-1], num_classes)
+        self.feature_dim = channels[-1]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (after global average pooling)."""
+        x = self.stem(self.normalize(x))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.flatten(self.pool(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+# ---------------------------------------------------------------- VGG-16, torchvision layout
+
+VGG16_CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+class VGG16(nn.Module):
+    """VGG-16 in torchvision's exact layout (31 `features` modules, AdaptiveAvgPool2d(7), 25088-4096-4096-C).
+
+    `width` scales the convolution channels and `hidden` the classifier for fast smoke runs;
+    width=1, hidden=4096 gives torchvision's model (134,301,514 parameters for 10 classes).
+    """
+
+    def __init__(self, num_classes: int = 10, width: float = 1.0, hidden: int = 4096,
+                 dropout: float = 0.5, mean: Sequence[float] = (0.5, 0.5, 0.5),
+                 std: Sequence[float] = (0.5, 0.5, 0.5)):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        layers: list[nn.Module] = []
+        cin = 3
+        for item in VGG16_CONFIG:
+            if item == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                cout = max(4, int(round(item * width)))
+                layers += [nn.Conv2d(cin, cout, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+                cin = cout
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(
+            nn.Linear(cin * 7 * 7, hidden), nn.ReLU(True), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(self.normalize(x))
+        return self.classifier(torch.flatten(self.avgpool(x), 1))
+
+
+class SimpleNet(nn.Module):
+    """Chapter 8's SimpleNet: conv 3->64 (3x3, same padding), ReLU, linear 64*32*32 -> 10."""
+
+    def __init__(self, num_classes: int = 10, channels: int = 64, size: int = 32):
+        super().__init__()
+        self.normalize = Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        self.conv = nn.Conv2d(3, channels, kernel_size=3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(channels * size * size, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.relu(self.conv(self.normalize(x))), 1))
+
+
+def freeze(module: nn.Module, trainable: nn.Module | None = None) -> nn.Module:
+    """Freeze every parameter of `module` except those of `trainable` (e.g. the head to fine-tune)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    if trainable is not None:
+        for p in trainable.parameters():
+            p.requires_grad_(True)
+    return module

@@ -1,0 +1,184 @@
+"""Plots: learning curves, image grids, heatmap overlays, per-layer curves, 2-D embeddings, tables; stand-in banners."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .training import History
+
+
+def banner(fig: plt.Figure, caption: str | None) -> plt.Figure:
+    """Write `caption` under the figure (used to say 'offline stand-in data' on every such figure)."""
+    if caption:
+        fig.text(0.5, -0.02, caption, ha="center", va="top", fontsize=9, style="italic",
+                 color="#a0361c", wrap=True)
+    return fig
+
+
+def learning_curves(histories: History | Mapping[str, History], metrics: Sequence[str] = ("loss", "acc"),
+                    caption: str | None = None, title: str | None = None) -> plt.Figure:
+    """Train (dashed) and validation (solid) curves per metric, one colour per run."""
+    if isinstance(histories, History):
+        histories = {"model": histories}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for i, (name, h) in enumerate(histories.items()):
+            colour = f"C{i % 10}"
+            ax.plot(h.epochs, getattr(h, f"train_{metric}"), "--", color=colour, alpha=0.8)
+            if getattr(h, f"val_{metric}"):
+                ax.plot(h.epochs, getattr(h, f"val_{metric}"), "-", color=colour, label=name)
+                if h.best_epoch is not None:
+                    ax.axvline(h.best_epoch, color=colour, lw=0.6, alpha=0.5)
+            else:
+                ax.lines[-1].set_label(name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric}: train (dashed) vs validation (solid)", fontsize=10)
+        ax.grid(alpha=0.3)
+    if len(histories) <= 12:
+        axes[0][-1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return banner(fig, caption)
+
+
+def _as_image(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    x = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=float)
+    if x.ndim == 3 and x.shape[0] in (1, 3):
+        x = x.transpose(1, 2, 0)
+    if x.dtype != np.uint8 and x.max() > 1.0 + 1e-6:
+        x = x / 255.0
+    return x.squeeze()
+
+
+def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols: int = 8,
+               caption: str | None = None, title: str | None = None, size: float = 1.4,
+               title_colors: Sequence[str] | None = None) -> plt.Figure:
+    """A grid of images (N, C, H, W) in [0, 1] or uint8, with optional per-image titles."""
+    n = len(images)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            img = _as_image(images[i])
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=8, color=title_colors[i] if title_colors else "black")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return banner(fig, caption)
+
+
+def heatmap_overlays(images: torch.Tensor, heatmaps: Sequence[torch.Tensor | np.ndarray],
+                     titles: Sequence[str] | None = None, alpha: float = 0.5, caption: str | None = None,
+                     cmap: str = "jet") -> plt.Figure:
+    """Images side by side with their heatmaps (in [0, 1]) overlaid."""
+    n = len(images)
+    fig, axes = plt.subplots(2, n, figsize=(1.9 * n, 4), squeeze=False)
+    for i in range(n):
+        img = _as_image(images[i])
+        heat = heatmaps[i].detach().cpu().numpy() if isinstance(heatmaps[i], torch.Tensor) else heatmaps[i]
+        axes[0, i].imshow(img, cmap="gray" if img.ndim == 2 else None)
+        axes[1, i].imshow(img, cmap="gray" if img.ndim == 2 else None)
+        axes[1, i].imshow(np.squeeze(heat), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+        for ax in axes[:, i]:
+            ax.axis("off")
+        if titles is not None:
+            axes[0, i].set_title(titles[i], fontsize=8)
+    fig.tight_layout()
+    return banner(fig, caption)
+
+
+def per_layer(curves: Mapping[str, Sequence[float]], xlabels: Sequence[str] | None = None,
+              ylabel: str = "", caption: str | None = None, title: str | None = None,
+              logy: bool = False) -> plt.Figure:
+    """One line per named curve over layers (e.g. SI and CSI per module, gradient norm per layer)."""
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for name, values in curves.items():
+        ax.plot(range(len(values)), values, marker="o", ms=3, label=name)
+    if xlabels is not None:
+        ax.set_xticks(range(len(xlabels)))
+        ax.set_xticklabels(xlabels, rotation=90, fontsize=7)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return banner(fig, caption)
+
+
+def embedding_2d(features: torch.Tensor | np.ndarray, labels: Sequence[int], classes: Sequence[str],
+                 method: str = "auto", title: str = "", caption: str | None = None,
+                 ax: plt.Axes | None = None, seed: int = 0) -> tuple[plt.Figure, str]:
+    """Scatter of a 2-D projection (UMAP if requested/installed, else PCA); returns the figure and method used."""
+    x = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
+    used = method
+    if method in ("auto", "umap"):
+        try:
+            import umap  # noqa: F401  (imported only here: the import and first fit are slow)
+            used = "umap"
+        except ImportError:
+            if method == "umap":
+                raise ImportError("umap-learn is not installed: pip install umap-learn, or use method='pca'")
+            used = "pca"
+    if used == "umap":
+        import umap
+        points = umap.UMAP(n_components=2, random_state=seed).fit_transform(x)
+    elif used == "pca":
+        from sklearn.decomposition import PCA
+        points = PCA(n_components=2, random_state=seed).fit_transform(x)
+    else:
+        raise ValueError(f"Unknown projection {method!r}; use 'auto', 'umap' or 'pca'")
+    fig = ax.figure if ax is not None else plt.figure(figsize=(5, 4.5))
+    ax = ax if ax is not None else fig.add_subplot(111)
+    labels = np.asarray(labels)
+    for c, name in enumerate(classes):
+        sel = labels == c
+        ax.scatter(points[sel, 0], points[sel, 1], s=4, color=plt.cm.tab10(c % 10), label=name)
+    ax.set_title(f"{title} ({used.upper()})", fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(markerscale=3, fontsize=7, loc="best")
+    return banner(fig, caption), used
+
+
+def confusion(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str],
+              caption: str | None = None, title: str = "Confusion matrix") -> plt.Figure:
+    """Confusion matrix (scikit-learn) with counts."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ConfusionMatrixDisplay.from_predictions(np.asarray(y_true), np.asarray(y_pred),
+                                            display_labels=list(classes), ax=ax, colorbar=False)
+    ax.set_title(title)
+    fig.tight_layout()
+    return banner(fig, caption)
+
+
+def results_table(rows: Sequence[Mapping[str, Any]], percent: Sequence[str] = (), index: str | None = None):
+    """A pandas table of result rows; columns in `percent` are shown as percentages."""
+    import pandas as pd
+
+    frame = pd.DataFrame(list(rows))
+    if index is not None:
+        frame = frame.set_index(index)
+    styled = frame.style.format({c: "{:.2%}" for c in percent if c in frame.columns}, na_rep="-")
+    return styled
+
+
+def show(fig: plt.Figure) -> None:
+    """Display a figure once and close it (no duplicate image, no '<Figure size ...>' repr)."""
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)

@@ -1,0 +1,174 @@
+"""Profiles (smoke / cpu / full), seeding, device choice and the one set-up call of every chapter."""
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+PROFILES = ("smoke", "cpu", "full")
+PROFILE_HELP = {
+    "smoke": "offline stand-in data, tiny models and epochs: minutes on a 2-core CPU",
+    "cpu": "real data, small subsets and widths: a few minutes per chapter on a laptop CPU",
+    "full": "the real experiment at the scale of the original coursework: needs a GPU",
+}
+
+# One table for everything a profile changes, per chapter. Notebooks read it through `setup`,
+# in a cell *after* the papermill parameters cell, so injected parameters take effect.
+SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    "01": {
+        "smoke": dict(train_size=1400, test_size=500, epochs=12, batch_size=128, patience=4,
+                      grid_epochs=12, sgd_lr=0.1, adam_lr=1e-3, deep_layers=10),
+        "cpu": dict(train_size=12000, test_size=2000, epochs=15, batch_size=128, patience=5,
+                    grid_epochs=15, sgd_lr=0.1, adam_lr=1e-3, deep_layers=10),
+        "full": dict(train_size=None, test_size=None, epochs=30, batch_size=128, patience=5,
+                     grid_epochs=30, sgd_lr=0.1, adam_lr=1e-3, deep_layers=10),
+    },
+    "02": {
+        "smoke": dict(points=300, capacity_hidden=(4, 256, 65_536), capacity_epochs=300,
+                      sweep_coefficients=(0.0, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3), sweep_epochs=200,
+                      noise_features=(0, 20, 100), digits_train=300, digits_epochs=60),
+        "cpu": dict(points=300, capacity_hidden=(4, 256, 262_144), capacity_epochs=400,
+                    sweep_coefficients=(0.0, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3), sweep_epochs=300,
+                    noise_features=(0, 20, 100), digits_train=600, digits_epochs=80),
+        "full": dict(points=300, capacity_hidden=(4, 256, 1_048_576), capacity_epochs=500,
+                     sweep_coefficients=(0.0, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3), sweep_epochs=400,
+                     noise_features=(0, 20, 100), digits_train=600, digits_epochs=100),
+    },
+}
+
+
+@dataclass
+class Setup:
+    """What `setup` resolved: profile, why, device, seed, data source and the chapter's settings."""
+
+    profile: str
+    reason: str
+    device: torch.device
+    seed: int
+    data: str
+    chapter: str | None
+    settings: SimpleNamespace = field(default_factory=SimpleNamespace)
+
+    @property
+    def standin(self) -> bool:
+        """True when the chapter runs on the offline stand-in datasets."""
+        return self.data == "standin"
+
+    def checkpoint(self, name: str) -> str | None:
+        """Path of a resumable checkpoint for `name` (None in smoke: those runs take seconds)."""
+        if self.profile == "smoke":
+            return None
+        return os.path.join(checkpoint_dir(), f"ch{self.chapter}-{self.profile}-seed{self.seed}-{name}.pt")
+
+
+def checkpoint_dir() -> str:
+    """Where checkpoints go: $HELPERS_CHECKPOINT_DIR, else ~/.cache/dl-dissected/checkpoints."""
+    return os.path.expanduser(os.environ.get("HELPERS_CHECKPOINT_DIR", "~/.cache/dl-dissected/checkpoints"))
+
+
+def has_gpu() -> bool:
+    """True when CUDA is available."""
+    return torch.cuda.is_available()
+
+
+def resolve_profile(profile: str = "auto") -> tuple[str, str]:
+    """Turn "auto" (or a name) into a known profile name and the reason it was chosen."""
+    if profile is None or str(profile).lower() == "auto":
+        env = os.environ.get("HELPERS_PROFILE", "").strip().lower()
+        if env:
+            name, reason = env, "HELPERS_PROFILE is set"
+        elif has_gpu():
+            name, reason = "full", "a GPU was found and HELPERS_PROFILE is not set"
+        else:
+            name, reason = "smoke", "no GPU was found and HELPERS_PROFILE is not set"
+    else:
+        name, reason = str(profile).strip().lower(), "PROFILE was set in the parameters cell"
+    if name not in PROFILES:
+        raise ValueError(f"Unknown profile {name!r} ({reason}). Choose one of {', '.join(PROFILES)} "
+                         f"or 'auto', e.g. PROFILE = 'smoke' in the parameters cell or "
+                         f"HELPERS_PROFILE=smoke in the environment.")
+    return name, reason
+
+
+def resolve_data(data: str, profile: str) -> str:
+    """Turn DATA ("auto", "standin", "real" or a folder of .npz files) into a data source."""
+    if data is None or str(data).lower() == "auto":
+        return "standin" if profile == "smoke" else "real"
+    if str(data).lower() in ("standin", "real"):
+        return str(data).lower()
+    if os.path.isdir(os.path.expanduser(str(data))):
+        return os.path.expanduser(str(data))
+    raise ValueError(f"Unknown data source {data!r}: use 'auto', 'standin' (offline, built in), "
+                     f"'real' (torchvision downloads) or a folder holding <dataset>_<split>.npz files.")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (CPU and CUDA) so that a run repeats."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """The device to compute on: CUDA when present, else CPU (or `prefer` if given)."""
+    if prefer:
+        return torch.device(prefer)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def progress_enabled() -> bool:
+    """Progress bars are on unless HELPERS_PROGRESS=0 (set when recording committed outputs)."""
+    return os.environ.get("HELPERS_PROGRESS", "1") != "0"
+
+
+def chapter_settings(chapter: str, profile: str) -> SimpleNamespace:
+    """The settings row of one chapter in one profile, from the SETTINGS table."""
+    if chapter not in SETTINGS:
+        raise ValueError(f"No settings for chapter {chapter!r}; known chapters: {sorted(SETTINGS)}")
+    return SimpleNamespace(**SETTINGS[chapter][profile])
+
+
+def versions() -> str:
+    """One line with the versions that matter for reproducing a run."""
+    import torchvision
+
+    from . import __version__
+
+    return (f"python {platform.python_version()}, torch {torch.__version__}, "
+            f"torchvision {torchvision.__version__}, numpy {np.__version__}, helpers {__version__}")
+
+
+def setup(profile: str = "auto", chapter: str | None = None, seed: int = 0,
+          data: str = "auto", device: str | None = None, quiet: bool = False) -> Setup:
+    """The one set-up call of a chapter: resolve the profile, seed everything, pick the device, print it all."""
+    name, reason = resolve_profile(profile)
+    source = resolve_data(data, name)
+    seed_everything(seed)
+    dev = get_device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    settings = chapter_settings(chapter, name) if chapter is not None else SimpleNamespace()
+    run = Setup(name, reason, dev, seed, source, chapter, settings)
+    if not quiet:
+        others = ", ".join(p for p in PROFILES if p != name)
+        data_text = {"standin": "offline stand-ins (generated, no download; figures say so)",
+                     "real": "real datasets via torchvision (downloaded to the data root)"}.get(
+                         source, "local .npz files")
+        print(f"Profile: {name} ({reason}) - {PROFILE_HELP[name]}.")
+        print(f"  To choose another ({others}): set PROFILE in the parameters cell, "
+              f"or HELPERS_PROFILE before starting Jupyter.")
+        print(f"Data: {data_text}.")
+        print(f"Device: {dev.type} | seed {seed} | {versions()}")
+        if "google.colab" in sys.modules and dev.type == "cpu":
+            print("Tip: Runtime > Change runtime type > GPU gives the full profile.")
+    return run

@@ -1,0 +1,298 @@
+"""The book's one training loop (`fit`), evaluation, early stopping and atomic, resumable checkpoints."""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .profile import progress_enabled
+
+Adversary = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+Callback = Callable[[int, nn.Module, "History"], None]
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
+
+
+@dataclass
+class History:
+    """Per-epoch metrics of a `fit` run, plus where the best epoch was and why training stopped."""
+
+    epochs: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists and numbers (what a checkpoint stores)."""
+        return {k: v for k, v in self.__dict__.items()}
+
+    def frame(self):
+        """The history as a pandas DataFrame, one row per epoch."""
+        import pandas as pd
+
+        cols = {"epoch": self.epochs, "lr": self.lr}
+        cols.update({m: getattr(self, m) for m in METRICS if len(getattr(self, m)) == len(self.epochs)})
+        return pd.DataFrame(cols)
+
+    def best(self, metric: str = "val_acc") -> float:
+        """The metric's value at the best epoch (or its last value if no epoch was marked best)."""
+        values = getattr(self, metric)
+        if not values:
+            raise ValueError(f"History holds no {metric!r} values (was a validation loader given?)")
+        index = self.epochs.index(self.best_epoch) if self.best_epoch in self.epochs else -1
+        return values[index]
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs; remembers the best."""
+
+    monitor: str = "val_loss"
+    patience: int = 5
+    min_delta: float = 0.0
+    best: float | None = None
+    bad_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        if self.monitor not in METRICS:
+            raise ValueError(f"Cannot monitor {self.monitor!r}; choose one of {', '.join(METRICS)}.")
+        if self.patience < 1:
+            raise ValueError(f"patience must be at least 1, got {self.patience}")
+
+    @property
+    def mode(self) -> str:
+        """'min' for losses, 'max' for accuracies."""
+        return "min" if self.monitor.endswith("loss") else "max"
+
+    def improved(self, value: float) -> bool:
+        """Record one epoch's value; True if it is a new best. The reference moves on *every* improvement."""
+        sign = 1 if self.mode == "min" else -1
+        if self.best is None or sign * (self.best - value) > self.min_delta:
+            self.best, self.bad_epochs = value, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        """True once `patience` epochs in a row brought no improvement."""
+        return self.bad_epochs >= self.patience
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename: a killed kernel never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_weights(model: nn.Module, path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+    """Load a plain state_dict saved by `fit` (weights_only=True: no code runs on load)."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(state.get("model", state) if isinstance(state, dict) and "model" in state else state)
+    return model
+
+
+def best_path(checkpoint: str | Path) -> Path:
+    """Where `fit` keeps the best weights next to the resumable checkpoint."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + ".best" + (checkpoint.suffix or ".pt"))
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.to(device, non_blocking=True)
+    if device.type == "cuda" and x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
+
+
+def _check_batch(outputs: torch.Tensor, y: torch.Tensor, track_accuracy: bool) -> None:
+    if track_accuracy and outputs.ndim == 2 and len(y) and (int(y.min()) < 0 or int(y.max()) >= outputs.shape[1]):
+        raise ValueError(f"labels must lie in 0..{outputs.shape[1] - 1} for a model with "
+                         f"{outputs.shape[1]} outputs; found {int(y.min())}..{int(y.max())}")
+
+
+def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                loss_fn: Callable, adversary: Adversary | None = None,
+                scaler: torch.amp.GradScaler | None = None, track_accuracy: bool = True,
+                bar: Any = None) -> tuple[float, float]:
+    """One pass over `loader`: (optional adversarial replacement), forward, backward, step. Returns loss, acc."""
+    device = _model_device(model)
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    autocast = (torch.autocast("cuda", dtype=torch.float16) if scaler is not None else nullcontext())
+    for x, y in loader:
+        x, y = _to_device(x, y, device)
+        if adversary is not None:
+            x = adversary(model, x, y)
+        with autocast:
+            outputs = model(x)
+            _check_batch(outputs, y, track_accuracy)
+            loss = loss_fn(outputs, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} - try a smaller learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        total_loss += loss.item() * len(y)
+        seen += len(y)
+        if track_accuracy:
+            correct += (outputs.argmax(1) == y).sum().item()
+        if bar is not None:
+            bar.update(1)
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def evaluate(model: nn.Module, loader: DataLoader, loss_fn: Callable | None = None,
+             attack: Adversary | None = None, track_accuracy: bool = True) -> dict[str, float]:
+    """Mean loss and accuracy of `model` on `loader`, optionally on inputs perturbed by `attack`."""
+    device = _model_device(model)
+    loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
+    was_training = model.training
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    try:
+        for x, y in loader:
+            x, y = _to_device(x, y, device)
+            if attack is not None:
+                x = attack(model, x, y).detach()
+            with torch.no_grad():
+                outputs = model(x)
+                _check_batch(outputs, y, track_accuracy)
+                total_loss += loss_fn(outputs, y).item() * len(y)
+                if track_accuracy:
+                    correct += (outputs.argmax(1) == y).sum().item()
+            seen += len(y)
+    finally:
+        model.train(was_training)
+    return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1)}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    """All outputs (on CPU) and labels of `loader` with the model in eval mode."""
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    outputs, labels = [], []
+    for x, y in loader:
+        outputs.append(model(x.to(device)).float().cpu())
+        labels.append(y)
+    model.train(was_training)
+    return torch.cat(outputs), torch.cat(labels)
+
+
+def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None = None, *,
+        epochs: int, optimizer: torch.optim.Optimizer, loss_fn: Callable | None = None,
+        scheduler: Any = None, early_stopping: EarlyStopping | None = None,
+        checkpoint: str | Path | None = None, adversary: Adversary | None = None,
+        callbacks: Iterable[Callback] = (), track_accuracy: bool = True, amp: bool = True,
+        restore_best: bool = True, desc: str = "fit", progress: bool | None = None) -> History:
+    """Train `model` for up to `epochs`, validating each epoch; returns its History.
+
+    Early stopping watches `early_stopping.monitor`; the best weights are kept (and saved next to
+    `checkpoint`), and restored at the end if `restore_best`. With `checkpoint`, the full state
+    (model, optimizer, scheduler, history) is written atomically after every epoch and a re-run
+    resumes where a killed run stopped. `adversary(model, x, y)` may replace each training batch.
+    On CUDA, mixed precision (`amp`) and channels-last are used.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if early_stopping is not None and early_stopping.monitor.startswith("val") and val_loader is None:
+        raise ValueError(f"early stopping on {early_stopping.monitor!r} needs a val_loader")
+    loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
+    device = _model_device(model)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    scaler = torch.amp.GradScaler("cuda") if (amp and device.type == "cuda") else None
+    history, start = History(), 1
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    monitored = early_stopping.monitor if early_stopping is not None else (
+        "val_loss" if val_loader is not None else "train_loss")
+    stopper = early_stopping or EarlyStopping(monitored, patience=10**9)  # still tracks the best epoch
+
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        history = History(**state["history"])
+        stopper.best, stopper.bad_epochs = state["stopper"]
+        if best_path(checkpoint).exists():
+            best_state = torch.load(best_path(checkpoint), map_location=device, weights_only=True)
+        start = (history.epochs[-1] + 1) if history.epochs else 1
+        print(f"{desc}: resumed from {Path(checkpoint).name} after epoch {start - 1}")
+        if history.stopped_early or start > epochs:
+            start = epochs + 1  # finished before: nothing left to do
+
+    show = progress_enabled() if progress is None else progress
+    bar = tqdm(total=(epochs - start + 1) * len(train_loader), desc=desc, disable=not show, leave=False)
+    for epoch in range(start, epochs + 1):
+        train_loss, train_acc = train_epoch(model, train_loader, optimizer, loss_fn, adversary,
+                                            scaler, track_accuracy, bar)
+        history.epochs.append(epoch)
+        history.train_loss.append(train_loss)
+        history.train_acc.append(train_acc)
+        history.lr.append(optimizer.param_groups[0]["lr"])
+        if val_loader is not None:
+            val = evaluate(model, val_loader, loss_fn, track_accuracy=track_accuracy)
+            history.val_loss.append(val["loss"])
+            history.val_acc.append(val["acc"])
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(getattr(history, monitored)[-1])
+        elif scheduler is not None:
+            scheduler.step()
+        if stopper.improved(getattr(history, monitored)[-1]):
+            history.best_epoch = epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if checkpoint is not None:
+                atomic_save(best_state, best_path(checkpoint))
+        history.stopped_early = stopper.should_stop
+        bar.set_postfix({k: f"{getattr(history, k)[-1]:.3f}" for k in METRICS
+                         if len(getattr(history, k)) == len(history.epochs) and
+                         (track_accuracy or k.endswith("loss"))})
+        if checkpoint is not None:
+            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                         "history": history.to_dict(),
+                         "stopper": [stopper.best, stopper.bad_epochs]},
+                        checkpoint)
+        for callback in callbacks:
+            callback(epoch, model, history)
+        if history.stopped_early:
+            break
+    bar.close()
+    if restore_best and history.best_epoch is not None:
+        model.load_state_dict(best_state)
+    return history
+

@@ -41,6 +41,7 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
                      sweep_coefficients=(0.0, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3), sweep_epochs=400,
                      noise_features=(0, 20, 100), digits_train=600, digits_epochs=100),
     },
+    # Each chapter adds its own "NN": {"smoke": ..., "cpu": ..., "full": ...} entry above this line.
 }
 
 

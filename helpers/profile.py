@@ -23,7 +23,7 @@ PROFILE_HELP = {
 # in a cell *after* the papermill parameters cell, so injected parameters take effect.
 SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "01": {
-        "smoke": dict(train_size=1400, test_size=500, epochs=12, batch_size=128, patience=4,
+        "smoke": dict(train_size=4000, test_size=1000, epochs=20, batch_size=128, patience=4,
                       grid_epochs=12, sgd_lr=0.1, adam_lr=1e-3, deep_layers=10),
         "cpu": dict(train_size=12000, test_size=2000, epochs=15, batch_size=128, patience=5,
                     grid_epochs=15, sgd_lr=0.1, adam_lr=1e-3, deep_layers=10),
@@ -40,6 +40,25 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "full": dict(points=300, capacity_hidden=(4, 256, 1_048_576), capacity_epochs=500,
                      sweep_coefficients=(0.0, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3), sweep_epochs=400,
                      noise_features=(0, 20, 100), digits_train=600, digits_epochs=100),
+    },
+    "08": {
+        # SimpleNet on CIFAR-10 (full: SGD lr 0.001, batch 64, 5 epochs); smoke: fewer steps, so a larger lr.
+        # Recipe on SVHN (ch. 3: ResNet-18, 10 epochs); lr None = ch. 3's defaults. Seeds per variant: n_seeds.
+        "smoke": dict(n_seeds=2, simple_train=2000, simple_test=1000, simple_channels=16, simple_epochs=5,
+                      simple_batch=64, simple_lr=0.01, simple_momentum=0.9,
+                      recipe_train=900, recipe_val_fraction=0.2, recipe_test=500, recipe_epochs=3,
+                      recipe_width=0.0625, recipe_batch=32, recipe_sgd_lr=0.05, recipe_adam_lr=0.01,
+                      label_smoothing=0.25, channel_fractions=(0.25, 0.5, 0.75), eval_batch=256),
+        "cpu": dict(n_seeds=2, simple_train=10000, simple_test=2000, simple_channels=64, simple_epochs=5,
+                    simple_batch=64, simple_lr=0.001, simple_momentum=0.9,
+                    recipe_train=6000, recipe_val_fraction=0.1, recipe_test=2000, recipe_epochs=5,
+                    recipe_width=0.25, recipe_batch=128, recipe_sgd_lr=None, recipe_adam_lr=None,
+                    label_smoothing=0.25, channel_fractions=(0.25, 0.5, 0.75), eval_batch=512),
+        "full": dict(n_seeds=3, simple_train=None, simple_test=None, simple_channels=64, simple_epochs=5,
+                     simple_batch=64, simple_lr=0.001, simple_momentum=0.9,
+                     recipe_train=None, recipe_val_fraction=0.1, recipe_test=None, recipe_epochs=10,
+                     recipe_width=1.0, recipe_batch=128, recipe_sgd_lr=None, recipe_adam_lr=None,
+                     label_smoothing=0.25, channel_fractions=(0.25, 0.5, 0.75), eval_batch=1024),
     },
     # Each chapter adds its own "NN": {"smoke": ..., "cpu": ..., "full": ...} entry above this line.
 }

@@ -32,6 +32,7 @@ class History:
     lr: list[float] = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
+    diverged: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain lists and numbers (what a checkpoint stores)."""
@@ -153,7 +154,7 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
             _check_batch(outputs, y, track_accuracy)
             loss = loss_fn(outputs, y)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} - try a smaller learning rate")
+            raise FloatingPointError(f"the loss became {loss.item()}")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -255,11 +256,21 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         if history.stopped_early or start > epochs:
             start = epochs + 1  # finished before: nothing left to do
 
+    generator = getattr(train_loader, "generator", None)
+    if generator is not None and start == 1:  # same seed, same data order: runs compare like for like
+        generator.manual_seed(generator.initial_seed())
     show = progress_enabled() if progress is None else progress
     bar = tqdm(total=(epochs - start + 1) * len(train_loader), desc=desc, disable=not show, leave=False)
     for epoch in range(start, epochs + 1):
-        train_loss, train_acc = train_epoch(model, train_loader, optimizer, loss_fn, adversary,
-                                            scaler, track_accuracy, bar)
+        try:
+            train_loss, train_acc = train_epoch(model, train_loader, optimizer, loss_fn, adversary,
+                                                scaler, track_accuracy, bar)
+        except FloatingPointError as error:  # keep what was learnt so far instead of losing the run
+            history.diverged = f"{error} in epoch {epoch}"
+            print(f"{desc}: training diverged ({history.diverged}); stopped, keeping the best "
+                  f"weights so far. Check the loss function and the learning rate.")
+            model.load_state_dict(best_state)
+            break
         history.epochs.append(epoch)
         history.train_loss.append(train_loss)
         history.train_acc.append(train_acc)

@@ -1,0 +1,57 @@
+"""Chapter 1 smoke checks, read back from a fresh papermill run of the notebook."""
+import pytest
+
+pytestmark = pytest.mark.notebook
+STEM = "01_mlp_backprop"
+
+SPEC_FORWARD = dict(H3=0.755, H4=0.68, y3=0.6802671966986485, y4=0.6637386974043528,
+                    O5=0.801444986673512, y5=0.6902834929076443)
+SPEC_GRADS = dict(w35=0.05534806987743573, w45=0.054003273982014814, w13=0.001858142321619319,
+                  w23=0.0047780802555925355, w14=0.005720151544890907, w24=0.014708961115433763)
+SPEC_UPDATED = dict(w35=0.24465, w45=0.84600, w13=0.09814, w23=0.79522, w14=0.39428, w24=0.58529)
+
+
+@pytest.fixture(scope="module")
+def records(notebook_records):
+    return notebook_records(STEM)
+
+
+def test_worked_example_matches_the_spec_exactly(records):
+    for name, value in SPEC_FORWARD.items():
+        assert records["ch01_forward"][name] == pytest.approx(value, abs=1e-15), name
+    for name, value in SPEC_GRADS.items():
+        assert records["ch01_grads"][name] == pytest.approx(value, abs=1e-15), name
+    for name, value in SPEC_UPDATED.items():
+        assert records["ch01_updated"][name] == pytest.approx(value, abs=5e-6), name
+
+
+def test_autograd_equals_hand_gradients(records):
+    assert records["ch01_autograd_max_difference"] < 1e-12
+
+
+def test_sigmoid_gradients_vanish_relative_to_relu(records):
+    ratio = records["ch01_first_to_last_gradient_ratio"]
+    assert ratio["sigmoid"] < ratio["relu"] / 100
+
+
+def test_grid_has_twelve_rows_and_learns(records):
+    grid = records["ch01_grid"]
+    assert len(grid) == 12
+    combos = {(r["activation"], r["loss"], r["optimizer"]) for r in grid}
+    assert len(combos) == 12
+    assert records["ch01_best_test_acc"] > 0.8  # chance is 0.1
+    # cross-entropy on logits and NLL on log-softmax are the same loss: identical results
+    by_combo = {(r["activation"], r["loss"], r["optimizer"]): r["test acc"] for r in grid}
+    for act in ("ReLU", "LeakyReLU", "Sigmoid"):
+        for opt in ("SGD", "Adam"):
+            assert by_combo[(act, "cross-entropy", opt)] == pytest.approx(by_combo[(act, "NLL", opt)], abs=0.01)
+
+
+def test_nll_on_raw_logits_is_visibly_worse(records):
+    assert records["ch01_nll_logits_acc"] < records["ch01_nll_logsoftmax_acc"] - 0.3
+
+
+def test_adam_with_lr_01_is_worse_than_the_default(records):
+    adam_default = next(r["test acc"] for r in records["ch01_grid"]
+                        if (r["activation"], r["loss"], r["optimizer"]) == ("ReLU", "cross-entropy", "Adam"))
+    assert records["ch01_adam_lr01_acc"] < adam_default

@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+import helpers
+from helpers.profile import resolve_data, resolve_profile, SETTINGS
+
+
+def test_auto_profile_follows_environment(monkeypatch):
+    monkeypatch.setenv("HELPERS_PROFILE", "cpu")
+    assert resolve_profile("auto") == ("cpu", "HELPERS_PROFILE is set")
+
+
+def test_auto_profile_without_environment_depends_on_gpu(monkeypatch):
+    monkeypatch.delenv("HELPERS_PROFILE", raising=False)
+    expected = "full" if torch.cuda.is_available() else "smoke"
+    assert resolve_profile("auto")[0] == expected
+
+
+def test_explicit_profile_wins_over_environment(monkeypatch):
+    monkeypatch.setenv("HELPERS_PROFILE", "full")
+    assert resolve_profile("smoke")[0] == "smoke"
+
+
+@pytest.mark.parametrize("bad", ["fast", "SMOKEY", ""])
+def test_unknown_profile_is_a_clear_error(bad, monkeypatch):
+    monkeypatch.setenv("HELPERS_PROFILE", "x")
+    with pytest.raises(ValueError, match="Unknown profile"):
+        resolve_profile(bad or "auto")
+
+
+def test_data_source_resolution(tmp_path):
+    assert resolve_data("auto", "smoke") == "standin"
+    assert resolve_data("auto", "full") == "real"
+    assert resolve_data(str(tmp_path), "smoke") == str(tmp_path)
+    with pytest.raises(ValueError, match="Unknown data source"):
+        resolve_data("imagenet", "smoke")
+
+
+def test_setup_prints_profile_reason_and_how_to_change(capsys):
+    run = helpers.setup("smoke", chapter="01", seed=3)
+    out = capsys.readouterr().out
+    assert "Profile: smoke" in out and "PROFILE was set" in out and "HELPERS_PROFILE" in out
+    assert "Device:" in out and "torch" in out and "seed 3" in out
+    assert run.settings.epochs == SETTINGS["01"]["smoke"]["epochs"]
+    assert run.standin and run.checkpoint("x") is None
+
+
+def test_every_chapter_has_all_profiles_with_the_same_keys():
+    for chapter, rows in SETTINGS.items():
+        assert set(rows) == {"smoke", "cpu", "full"}, chapter
+        keys = {profile: set(row) for profile, row in rows.items()}
+        assert keys["smoke"] == keys["cpu"] == keys["full"], chapter
+
+
+def test_seed_everything_repeats_random_draws():
+    helpers.seed_everything(7)
+    a = torch.rand(3)
+    helpers.seed_everything(7)
+    assert torch.equal(a, torch.rand(3))
+    with pytest.raises(ValueError):
+        helpers.seed_everything(-1)

@@ -41,9 +41,14 @@ test: $(VENV)/.installed
 # Re-record the committed outputs (smoke profile, clean metadata).
 notebooks: $(VENV)/.installed
 	$(TEST_ENV) $(BIN)/python scripts/execute_notebooks.py --in-place $(NOTEBOOKS)
+	$(BIN)/python scripts/make_student.py
+
+# The student edition: solution cells become TODO stubs (student/NN_topic.ipynb).
+student: $(VENV)/.installed
+	$(BIN)/python scripts/make_student.py
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_separation.py
 
 clean:
-	rm -rf _build student
+	rm -rf _build

@@ -1,12 +1,12 @@
 """Deep Learning, Dissected: the thin helper package the chapters import."""
 __version__ = "0.1.0"
 
-from . import data, models, plots, record, training, widgets
+from . import check, data, models, plots, record, training, widgets
 from .profile import get_device, resolve_profile, seed_everything, setup
 from .record import record as glue
 from .training import EarlyStopping, History, evaluate, fit, predict
 
-__all__ = ["data", "models", "plots", "record", "training", "widgets", "setup", "seed_everything",
+__all__ = ["check", "data", "models", "plots", "record", "training", "widgets", "setup", "seed_everything",
            "get_device", "resolve_profile", "fit", "evaluate", "predict", "EarlyStopping", "History",
            "glue", "show_source"]
 

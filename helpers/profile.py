@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 PROFILES = ("smoke", "cpu", "full")
+DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice, before setup() changes it
 PROFILE_HELP = {
     "smoke": "offline stand-in data, tiny models and epochs: minutes on a 2-core CPU",
     "cpu": "real data, small subsets and widths: a few minutes per chapter on a laptop CPU",
@@ -146,6 +147,19 @@ def get_device(prefer: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def cpu_threads() -> int:
+    """CPU threads for torch: $HELPERS_THREADS, else 1 on a busy shared machine, else all cores.
+
+    On an oversubscribed CPU (a shared classroom server, several kernels at once) every
+    multi-threaded op waits for a descheduled thread: one thread each is many times faster.
+    """
+    if os.environ.get("HELPERS_THREADS"):
+        return max(1, int(os.environ["HELPERS_THREADS"]))
+    cores = os.cpu_count() or 1
+    busy = hasattr(os, "getloadavg") and os.getloadavg()[0] > cores + 0.5
+    return 1 if busy else DEFAULT_THREADS
+
+
 def progress_enabled() -> bool:
     """Progress bars are on unless HELPERS_PROGRESS=0 (set when recording committed outputs)."""
     return os.environ.get("HELPERS_PROGRESS", "1") != "0"
@@ -175,6 +189,8 @@ def setup(profile: str = "auto", chapter: str | None = None, seed: int = 0,
     source = resolve_data(data, name)
     seed_everything(seed)
     dev = get_device(device)
+    threads = cpu_threads()
+    torch.set_num_threads(threads)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     settings = chapter_settings(chapter, name) if chapter is not None else SimpleNamespace()
@@ -188,7 +204,7 @@ def setup(profile: str = "auto", chapter: str | None = None, seed: int = 0,
         print(f"  To choose another ({others}): set PROFILE in the parameters cell, "
               f"or HELPERS_PROFILE before starting Jupyter.")
         print(f"Data: {data_text}.")
-        print(f"Device: {dev.type} | seed {seed} | {versions()}")
+        print(f"Device: {dev.type} ({threads} CPU thread{'s' * (threads > 1)}) | seed {seed} | {versions()}")
         if "google.colab" in sys.modules and dev.type == "cpu":
             print("Tip: Runtime > Change runtime type > GPU gives the full profile.")
     return run

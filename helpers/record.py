@@ -17,8 +17,9 @@ def record(name: str, value: Any, show: bool = False) -> Any:
     try:
         from myst_nb import glue
     except ImportError:  # Colab has no myst-nb: emit the same output format ourselves
-        display({"text/plain": repr(value)}, raw=True,
-                metadata={"scrapbook": {"name": name, "mime_prefix": ""}})
+        prefix = "application/papermill.record/"
+        display({prefix + "text/plain": repr(value)}, raw=True,
+                metadata={"scrapbook": {"name": name, "mime_prefix": prefix}})
     else:
         glue(name, value, display=False)
     if show:
@@ -46,8 +47,9 @@ def read_records(notebook: str | Path) -> dict[str, Any]:
     for cell in nb.get("cells", []):
         for output in cell.get("outputs", []):
             meta = output.get("metadata", {}).get("scrapbook")
-            if meta and "text/plain" in output.get("data", {}):
-                text = output["data"]["text/plain"]
+            key = meta and meta.get("mime_prefix", "") + "text/plain"
+            if key and key in output.get("data", {}):
+                text = output["data"][key]
                 text = "".join(text) if isinstance(text, list) else text
                 try:
                     found[meta["name"]] = ast.literal_eval(text)

@@ -58,3 +58,16 @@ def test_freeze_keeps_only_the_head_trainable():
 def test_record_values_are_plain():
     assert _plain(torch.tensor(0.5)) == 0.5
     assert _plain({"a": torch.tensor([1, 2])}) == {"a": [1, 2]}
+
+
+def test_recorded_values_read_back_from_a_notebook(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    from helpers.record import read_records
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import helpers\nhelpers.glue('acc', 0.875)\nhelpers.glue('rows', [{'a': 1, 'b': None}])\nhelpers.glue('name', 'x')")])
+    NotebookClient(nb, kernel_name="python3").execute()
+    nbformat.write(nb, tmp_path / "nb.ipynb")
+    assert read_records(tmp_path / "nb.ipynb") == {"acc": 0.875, "rows": [{"a": 1, "b": None}], "name": "x"}

@@ -114,12 +114,13 @@ def student_notebook(path: Path) -> nbformat.NotebookNode:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="*", type=Path, help="chapters to convert (default: all)")
     parser.add_argument("--out", type=Path, default=ROOT / "student")
     parser.add_argument("--check", action="store_true", help="fail if the files in --out are not up to date")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     stale = []
-    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for path in args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         nb = student_notebook(path)
         target = args.out / path.name
         text = nbformat.writes(nb) + "\n"

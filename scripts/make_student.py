@@ -108,6 +108,7 @@ def student_notebook(path: Path) -> nbformat.NotebookNode:
         "the answer). Run the notebook top to bottom; it stops at the first unfinished TODO. "
         f"[The full chapter with solutions]({colab_url('notebooks/' + path.name)}).")
     banner.metadata["tags"] = ["student-banner"]
+    banner["id"] = "student-banner"  # a fixed id: rebuilding gives identical files
     nb.cells.insert(0, banner)
     return nb
 

@@ -143,3 +143,123 @@ def inverted_dropout(fn: Callable) -> bool:
     if ok:
         verdict(True, name, "training mode (p = 0.5, 0.4, 0.2) and evaluation mode are right")
     return ok
+
+
+# ---------------------------------------------------------------- chapters 3-8: compare with a reference
+
+def _as_float64(value: Any) -> torch.Tensor | None:
+    try:
+        return torch.as_tensor(value.detach() if isinstance(value, torch.Tensor) else value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+
+
+def compare(fn: Callable, reference: Callable, cases: list[tuple[tuple, dict]], name: str, hint: str,
+            atol: float = 1e-6) -> bool:
+    """Run fn and reference on the same cases; a verdict on shape and values (never the expected values)."""
+    for number, (args, kwargs) in enumerate(cases, 1):
+        ran, out = attempt(fn, name, *args, **kwargs)
+        if not ran:
+            return False
+        expected = _as_float64(reference(*args, **kwargs))
+        got = _as_float64(out)
+        if got is None:
+            return verdict(False, name, f"returned {type(out).__name__}; expected a tensor or number", hint)
+        if got.shape != expected.shape:
+            return verdict(False, name, f"test case {number}: shape {tuple(got.shape)}, expected "
+                                        f"{tuple(expected.shape)}", hint)
+        if not torch.isfinite(got).all():
+            return verdict(False, name, f"test case {number}: the result holds NaN or inf", hint)
+        error = (got - expected).abs().max().item() if got.numel() else 0.0
+        if error > atol:
+            return verdict(False, name, f"test case {number}: differs from the reference by up to {error:.3g}", hint)
+    return verdict(True, name, f"matches the reference on {len(cases)} test cases (tolerance {atol:g})")
+
+
+def _tiny_classifier(seed: int = 0, channels: int = 3) -> torch.nn.Module:
+    from .models import Normalize
+
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(Normalize([0.5] * channels, [0.5] * channels),
+                               torch.nn.Conv2d(channels, 8, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(128, 10))
+
+
+def _images(n: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 16, 16, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def label_smoothing(fn: Callable) -> bool:
+    """Check label_smoothing_cross_entropy(logits, target, epsilon) against PyTorch's built-in."""
+    g = torch.Generator().manual_seed(0)
+    cases = [((torch.randn(8, 10, generator=g, dtype=torch.float64), torch.randint(0, 10, (8,), generator=g)),
+              {"epsilon": eps}) for eps in (0.0, 0.1, 0.25)]
+    reference = lambda logits, target, epsilon: torch.nn.functional.cross_entropy(
+        logits, target, label_smoothing=epsilon)
+    return compare(fn, reference, cases, "label_smoothing_cross_entropy",
+                   "the smoothed target puts 1 - eps + eps/K on the label and eps/K on every other class; "
+                   "the loss is -sum(target * log_softmax(logits)), averaged over the batch")
+
+
+def fgsm(fn: Callable) -> bool:
+    """Check fgsm(model, x, y, eps) against the book's reference on a small model."""
+    from . import attacks
+
+    model = _tiny_classifier()
+    x, y = _images()
+    cases = [((model, x, y, eps), {}) for eps in (0.0, 0.03, 0.1)]
+    return compare(fn, attacks.fgsm, cases, "fgsm",
+                   "one step of eps * sign(gradient of the loss w.r.t. x), then clamp to [0, 1]; "
+                   "take the gradient with the model in eval mode", atol=1e-6)
+
+
+def pgd(fn: Callable) -> bool:
+    """Check pgd(model, x, y, eps, alpha, steps) (no random start) against the book's reference."""
+    from . import attacks
+
+    model = _tiny_classifier()
+    x, y = _images()
+    cases = [((model, x, y, 0.03, 0.01, steps), {}) for steps in (1, 5)]
+    return compare(fn, attacks.pgd, cases, "pgd",
+                   "repeat: x += alpha * sign(grad); delta = clamp(x - x0, -eps, eps); x = clamp(x0 + delta, 0, 1)",
+                   atol=1e-6)
+
+
+def circle_loss(fn: Callable) -> bool:
+    """Check circle_loss(embeddings, labels, m, gamma) - the batch-pooled form - against the reference."""
+    from . import losses
+
+    g = torch.Generator().manual_seed(0)
+    cases = [((torch.randn(12, 8, generator=g, dtype=torch.float64), torch.randint(0, 3, (12,), generator=g)),
+              {"m": m, "gamma": gamma}) for m, gamma in ((0.25, 80.0), (0.4, 80.0), (0.25, 256.0))]
+    reference = lambda e, labels, m, gamma: losses.circle_loss(e, labels, m=m, gamma=gamma, reduction="batch")
+    return compare(fn, reference, cases, "circle_loss",
+                   "L2-normalise, take cosine similarities of pairs i < j, alpha_p = relu(1 + m - s_p), "
+                   "alpha_n = relu(s_n + m), then softplus(logsumexp(logit_n) + logsumexp(logit_p))", atol=1e-5)
+
+
+def separation_index(fn: Callable) -> bool:
+    """Check separation_index(x, y) against the brute-force definition."""
+    from . import separation
+
+    g = torch.Generator().manual_seed(0)
+    cases = []
+    for n, d in ((30, 4), (50, 7)):
+        y = torch.randint(0, 3, (n,), generator=g)
+        cases.append(((torch.randn(n, d, generator=g, dtype=torch.float64) + y[:, None], y), {}))
+    return compare(fn, lambda x, y: separation.naive_separation_index(x, y), cases, "separation_index",
+                   "z-score each feature (unbiased std + 1e-10), find each sample's nearest *other* sample, "
+                   "count how often its label is the same", atol=1e-12)
+
+
+def grad_cam(fn: Callable) -> bool:
+    """Check grad_cam(model, x, layer, target) against the book's reference."""
+    from . import interpret
+
+    model = _tiny_classifier()
+    x, y = _images(3)
+    cases = [((model, x, "1", None), {}), ((model, x, "1", y), {})]
+    return compare(fn, interpret.grad_cam, cases, "grad_cam",
+                   "weights = spatial mean of d(logit)/d(activation); map = ReLU(sum of weights * activations); "
+                   "min-max normalise, upsample bilinearly to the input size, min-max again", atol=1e-5)

@@ -108,7 +108,7 @@ def circle_loss_per_anchor(embeddings: torch.Tensor, labels: torch.Tensor, m: fl
 
 
 def circle_loss(embeddings: torch.Tensor, labels: torch.Tensor, m: float = 0.25, gamma: float = 80.0,
-                reduction: str = "anchor") -> torch.Tensor:
+                reduction: str = "batch") -> torch.Tensor:
     """Circle loss of a batch: 'batch' pools every pair i < j into one term; 'anchor' averages the non-zero per-anchor terms."""
     if reduction == "batch":
         return circle_loss_from_pairs(*pair_similarities(embeddings, labels), m=m, gamma=gamma)
@@ -130,7 +130,7 @@ def _check_margin(m: float, gamma: float) -> None:
 class CircleLoss(nn.Module):
     """Module form of `circle_loss` (embeddings, labels) -> loss, for `fit(loss_fn=..., track_accuracy=False)`."""
 
-    def __init__(self, m: float = 0.25, gamma: float = 80.0, reduction: str = "anchor"):
+    def __init__(self, m: float = 0.25, gamma: float = 80.0, reduction: str = "batch"):
         super().__init__()
         _check_margin(m, gamma)
         if reduction not in ("batch", "anchor"):
@@ -138,7 +138,9 @@ class CircleLoss(nn.Module):
         self.m, self.gamma, self.reduction = m, gamma, reduction
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return circle_loss(embeddings, labels, self.m, self.gamma, self.reduction)
+        # In float32 even under mixed precision: exp(gamma * ...) and the masking constants need its range.
+        with torch.autocast(embeddings.device.type, enabled=False):
+            return circle_loss(embeddings.float(), labels, self.m, self.gamma, self.reduction)
 
     def extra_repr(self) -> str:
         return f"m={self.m}, gamma={self.gamma}, reduction={self.reduction!r}"

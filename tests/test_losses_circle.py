@@ -82,7 +82,7 @@ def test_module_form_equals_the_function():
     for reduction in ("anchor", "batch"):
         module = losses.CircleLoss(m=0.4, gamma=80, reduction=reduction)
         assert module(x, y) == losses.circle_loss(x, y, 0.4, 80, reduction)
-    torch.testing.assert_close(losses.CircleLoss(0.4, 80)(x, y), pml_losses.CircleLoss(m=0.4, gamma=80)(x, y))
+    torch.testing.assert_close(losses.CircleLoss(0.4, 80, reduction="anchor")(x, y), pml_losses.CircleLoss(m=0.4, gamma=80)(x, y))
 
 
 @pytest.mark.parametrize("m, gamma", SETTINGS)
@@ -179,6 +179,12 @@ def test_bad_input_gives_a_clear_error(embeddings, labels, match):
     for reduction in ("batch", "anchor"):
         with pytest.raises(ValueError, match=match):
             losses.circle_loss(embeddings, labels, reduction=reduction)
+
+
+def test_default_is_the_pooled_form_of_the_original_coursework():
+    x, y = random_batch(n=12, classes=3, dtype=torch.float32)
+    assert losses.circle_loss(x, y) == losses.circle_loss(x, y, 0.25, 80.0, reduction="batch")
+    assert losses.CircleLoss()(x, y) == losses.circle_loss(x, y)
 
 
 def test_bad_hyper_parameters_give_a_clear_error():

@@ -197,6 +197,8 @@ def _per_seed(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     if metric not in runs.columns or metric in ("variant", "seed", "cached"):
         known = [c for c in runs.columns if c not in ("variant", "seed", "cached")]
         raise ValueError(f"Unknown metric {metric!r}; this study recorded {known}")
+    if isinstance(runs["variant"].dtype, pd.CategoricalDtype):  # a subset of a study: keep its variants only
+        runs = runs.assign(variant=runs["variant"].cat.remove_unused_categories())
     return runs.pivot(index="seed", columns="variant", values=metric)
 
 

@@ -45,9 +45,9 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "08": {
         # SimpleNet on CIFAR-10 (full: SGD lr 0.001, batch 64, 5 epochs); smoke: fewer steps, so a larger lr.
         # Recipe on SVHN (ch. 3: ResNet-18, 10 epochs); lr None = ch. 3's defaults. Seeds per variant: n_seeds.
-        "smoke": dict(n_seeds=2, simple_train=2000, simple_test=1000, simple_channels=16, simple_epochs=5,
+        "smoke": dict(n_seeds=2, simple_train=1600, simple_test=1000, simple_channels=16, simple_epochs=5,
                       simple_batch=64, simple_lr=0.01, simple_momentum=0.9,
-                      recipe_train=900, recipe_val_fraction=0.2, recipe_test=500, recipe_epochs=3,
+                      recipe_train=900, recipe_val_fraction=0.2, recipe_test=400, recipe_epochs=3,
                       recipe_width=0.0625, recipe_batch=32, recipe_sgd_lr=0.05, recipe_adam_lr=0.01,
                       label_smoothing=0.25, channel_fractions=(0.25, 0.5, 0.75), eval_batch=256),
         "cpu": dict(n_seeds=2, simple_train=10000, simple_test=2000, simple_channels=64, simple_epochs=5,
@@ -74,28 +74,6 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
                      lr=1e-3, m=0.25, gamma=2.0, reduction="anchor", k=5, eps=0.1, sigma=0.01,
                      sweep=((0.25, 256.0), (0.25, 80.0), (0.4, 80.0), (0.25, 2.0)), sweep_train_size=None,
                      sweep_epochs=10, projection="umap", plot_points=2000),
-    },
-    "04": {
-        # Full = the original: CIFAR-10 (10% stratified validation), full-width ResNet-18, Adam 1e-3, up to
-        # 16 epochs with early stopping on the validation loss; FGSM eps=0.1 + Gaussian noise sigma=0.01;
-        # adversarial training replaces each batch by its FGSM version with probability 0.5.
-        # Smoke: the tiny network cannot learn to resist eps=0.1 on the stand-in in a few CPU epochs, so
-        # it uses eps=0.03 (about the literature's 8/255) for the attack and the adversarial training.
-        "smoke": dict(train_size=2000, test_size=500, val_fraction=0.1, width=0.125, batch_size=32, lr=2e-3,
-                      epochs=8, patience=3, eps=0.03, sigma=0.01, p_adversarial=0.5,
-                      curve_eps=(0.0, 0.01, 0.03, 0.06), curve_size=150, pgd_steps=5, embed_size=200,
-                      embedding="pca", slider_eps=(0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2),
-                      slider_static=(0.0, 0.01, 0.03, 0.1)),
-        "cpu": dict(train_size=5000, test_size=1000, val_fraction=0.1, width=0.25, batch_size=64, lr=1e-3,
-                    epochs=12, patience=3, eps=0.1, sigma=0.01, p_adversarial=0.5,
-                    curve_eps=(0.0, 2 / 255, 4 / 255, 8 / 255, 0.05, 0.1), curve_size=500, pgd_steps=10,
-                    embed_size=1000, embedding="umap", slider_eps=(0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2),
-                    slider_static=(0.0, 0.02, 0.05, 0.1)),
-        "full": dict(train_size=None, test_size=None, val_fraction=0.1, width=1.0, batch_size=128, lr=1e-3,
-                     epochs=16, patience=3, eps=0.1, sigma=0.01, p_adversarial=0.5,
-                     curve_eps=(0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 0.05, 0.1), curve_size=2000,
-                     pgd_steps=10, embed_size=2000, embedding="umap",
-                     slider_eps=(0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2), slider_static=(0.0, 0.02, 0.05, 0.1)),
     },
     # Each chapter adds its own "NN": {"smoke": ..., "cpu": ..., "full": ...} entry above this line.
 }

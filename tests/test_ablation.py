@@ -307,3 +307,12 @@ def test_ablate_channel_out_of_range_is_reported_and_undone():
         with ablation.ablate(model, "0", channels=[8]):
             model(torch.rand(1, 3, 4, 4))
     assert not model[0]._forward_hooks
+
+
+def test_summary_of_a_subset_keeps_only_its_variants():
+    runs = _runs({"none": [0.1, 0.1], "+a": [0.3, 0.5], "all": [0.6, 0.7], "-a": [0.2, 0.2]})
+    subset = runs[runs["variant"].isin(["all", "-a"])]
+    summary = ablation.summarize(subset, "acc", reference="all")
+    assert list(summary.index) == ["all", "-a"]
+    assert summary.loc["-a", "diff vs all"] == pytest.approx(-0.45)
+    assert [t.get_text() for t in ablation.bar_plot(subset, "acc").axes[0].get_xticklabels()] == ["all", "-a"]

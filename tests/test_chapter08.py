@@ -1,0 +1,67 @@
+"""Chapter 8 smoke checks: what the ablation notebook must show, read back from a fresh papermill run."""
+import math
+
+import pytest
+
+STEM = "08_ablation"
+
+
+@pytest.fixture(scope="module")
+def records(notebook_records):
+    return notebook_records(STEM)
+
+
+@pytest.mark.notebook
+def test_ablating_a_trained_layer_lowers_accuracy(records):
+    # SimpleNet: zeroing the trained conv at evaluation time leaves the classifier blind.
+    assert records["ch08_eval_simple_conv_zeroed_acc"] < records["ch08_eval_simple_clean_acc"] - 0.1
+    # ResNet-18: zeroing single residual branches costs accuracy, clearly for the most important block.
+    drops = records["ch08_block_drops"]
+    assert len(drops) == 8
+    assert records["ch08_max_block_drop"] == pytest.approx(max(drops.values()))
+    assert max(drops.values()) > 0.05
+    assert sum(drops.values()) / len(drops) > 0.0
+    # Zeroing most of a stage's channels hurts more than zeroing none of them, somewhere.
+    assert max(records["ch08_channel_drop_largest_fraction"].values()) > 0.05
+
+
+@pytest.mark.notebook
+def test_tables_have_mean_and_std_over_at_least_two_seeds(records):
+    assert records["ch08_n_seeds"] >= 2
+    for name in ("ch08_simple_table", "ch08_recipe_table"):
+        table = records[name]
+        assert table, name
+        for variant, row in table.items():
+            assert {"mean", "std", "n"} <= set(row), (name, variant)
+            assert row["n"] >= 2, (name, variant)
+            assert 0.0 <= row["mean"] <= 1.0 and math.isfinite(row["std"]) and row["std"] >= 0.0
+    assert len(records["ch08_recipe_table"]) == 10  # one-off (5) + leave-one-out (5)
+
+
+@pytest.mark.notebook
+def test_rerun_with_the_cache_skips_every_finished_run(records):
+    assert records["ch08_cache_first_ran"] == 4 * records["ch08_n_seeds"]
+    assert records["ch08_cache_rerun_ran"] == 0
+    assert records["ch08_cache_rerun_skipped"] == records["ch08_cache_first_ran"]
+
+
+@pytest.mark.notebook
+def test_controlled_conv_ablation_and_the_pitfall(records):
+    trained, frozen = records["ch08_simple_trained_acc"], records["ch08_simple_frozen_acc"]
+    assert trained > frozen + 0.05  # training the conv matters...
+    assert records["ch08_simple_zeroed_acc"] < 0.15  # a zeroed conv leaves nothing to learn from
+    # ...but ablating the trained baseline and training on hides it.
+    assert records["ch08_pitfall_continued_acc"] > records["ch08_pitfall_controlled_acc"] + 0.05
+    assert records["ch08_pitfall_controlled_acc"] == pytest.approx(frozen)
+
+
+@pytest.mark.notebook
+def test_interaction_effects_are_reported(records):
+    effects = records["ch08_recipe_effects"]
+    assert set(effects) == {"batchnorm", "label_smoothing", "augment", "adam"}
+    for row in effects.values():
+        assert row["interaction"] == pytest.approx(row["gain in full"] - row["gain alone"], abs=1e-9)
+    assert records["ch08_recipe_joint_gain"] == pytest.approx(
+        records["ch08_recipe_all_acc"] - records["ch08_recipe_none_acc"])
+    # The recipe with BatchNorm learns well above chance (10 classes).
+    assert records["ch08_recipe_baseline_acc"] > 0.2

@@ -263,3 +263,78 @@ def grad_cam(fn: Callable) -> bool:
     return compare(fn, interpret.grad_cam, cases, "grad_cam",
                    "weights = spatial mean of d(logit)/d(activation); map = ReLU(sum of weights * activations); "
                    "min-max normalise, upsample bilinearly to the input size, min-max again", atol=1e-5)
+
+
+def run_ablation(fn: Callable) -> bool:
+    """Check run_ablation(variants, run, seeds, *, study, cache_dir, fixed): fresh seeded runs, a resumable cache."""
+    import tempfile
+
+    name = "run_ablation"
+    calls: list[tuple[str, int, float]] = []
+
+    def fake_run(config: dict, seed: int) -> dict:
+        calls.append((config["size"], seed, torch.rand(1).item()))  # the draw shows whether the run was seeded
+        return {"acc": 0.5 + 0.1 * config["size"] + 0.01 * seed}
+
+    variants = {"small": {"size": 1}, "large": {"size": 2}}
+    with tempfile.TemporaryDirectory() as cache:
+        ran, first = attempt(fn, name, variants, fake_run, [0, 1], study="check", cache_dir=cache, fixed={"n": 1})
+        if not ran:
+            return False
+        if len(calls) != 4:
+            return verdict(False, name, f"ran {len(calls)} trainings for 2 variants x 2 seeds; expected 4",
+                           "loop over every seed and every variant")
+        by_seed = {}
+        for size, seed, draw in calls:
+            by_seed.setdefault(seed, set()).add(round(draw, 12))
+        if any(len(draws) != 1 for draws in by_seed.values()):
+            return verdict(False, name, "runs with the same seed started from different random states",
+                           "call seed_everything(seed) right before each run(config, seed)")
+        runs = getattr(first, "runs", None)
+        if runs is None or len(runs) != 4 or "acc" not in getattr(runs, "columns", []):
+            return verdict(False, name, "the result's `runs` table should have one row per (variant, seed) "
+                                        "with the metrics as columns", "build rows {'variant', 'seed', **metrics}")
+        calls.clear()
+        ran, second = attempt(fn, name, variants, fake_run, [0, 1], study="check", cache_dir=cache, fixed={"n": 1})
+        if not ran:
+            return False
+        if calls or getattr(second, "skipped", None) != 4:
+            return verdict(False, name, f"a re-run trained {len(calls)} runs again; all 4 are in the cache",
+                           "look for the JSON file of (study, config, seed, fixed) first and reuse it")
+    return verdict(True, name, "every (variant, seed) ran once from its seed, and a re-run used the cache")
+
+
+def block_drops(fn: Callable) -> bool:
+    """Check block_drops(model, loader, blocks): the accuracy lost per ablated block, model restored afterwards."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from . import ablation, models
+    from .training import evaluate
+
+    name = "block_drops"
+    torch.manual_seed(0)
+    model = models.ResNet18(width=0.0625).eval()
+    x, _ = _images(16)
+    x = torch.nn.functional.interpolate(x, size=32)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # the model is right on every image: any ablation can only lower accuracy
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    blocks = ["layer1.0", "layer3.1"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ran, drops = attempt(fn, name, model, loader, blocks)
+    if not ran:
+        return False
+    if not isinstance(drops, dict) or sorted(drops) != sorted(blocks):
+        return verdict(False, name, f"should return a dict block -> accuracy drop for {blocks}",
+                       "drops[block] = clean accuracy - accuracy with the block ablated")
+    if any(not torch.equal(before[k], v) for k, v in model.state_dict().items()):
+        return verdict(False, name, "changed the model's weights", "ablate with a forward hook, never by editing weights")
+    if evaluate(model, loader)["acc"] != 1.0:
+        return verdict(False, name, "the model stays ablated afterwards", "use `with ablate(...)`: it undoes itself")
+    for block in blocks:
+        with ablation.ablate(model, f"{block}.bn2"):
+            expected = 1.0 - evaluate(model, loader)["acc"]
+        if _relative_error(drops[block], expected) > 1e-9 and abs(float(drops[block]) - expected) > 1e-9:
+            return verdict(False, name, f"the drop for {block} is off",
+                           "zero the block's residual branch (its `bn2` output), keep the shortcut")
+    return verdict(True, name, "drops match, weights untouched, model restored")

@@ -214,6 +214,28 @@ def train_recipe(recipe: Recipe, train: ImageSet, val: ImageSet | None, *, epoch
     return model, history
 
 
+# ---------------------------------------------------------------- adapting to the target domain
+
+@torch.no_grad()
+def adapt_batchnorm(model: nn.Module, data: ImageSet, batch_size: int = 256) -> nn.Module:
+    """A copy of `model` whose BatchNorm statistics are re-estimated on `data` (unlabelled target images: AdaBN)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise ValueError("the model has no BatchNorm layers: there are no statistics to re-estimate")
+    _check_sets(data, None)
+    adapted = copy.deepcopy(model)
+    device = next(adapted.parameters()).device
+    adapted.train()
+    for norm in (m for m in adapted.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
+        norm.reset_running_stats()
+        norm.momentum = None  # None = a plain average over all batches, not an exponential one
+    for x, _ in loader(data, batch_size, device=device):
+        adapted(x.to(device))  # labels are never used
+    for norm, original in zip((m for m in adapted.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)), norms):
+        norm.momentum = original.momentum
+    return adapted.eval()
+
+
 # ---------------------------------------------------------------- few-label transfer
 
 @torch.no_grad()

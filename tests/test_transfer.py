@@ -239,3 +239,31 @@ def test_fine_tune_head_rejects_models_without_head(tiny_digits):
         transfer.fine_tune_head(nn.Sequential(nn.Flatten(), nn.Linear(3072, 10)), train, epochs=1)
     with pytest.raises(ValueError, match="epochs must be at least 1"):
         transfer.fine_tune_head(ResNet18(10, 3, width=0.0625), train, epochs=0)
+
+
+# ---------------------------------------------------------------- AdaBN
+
+def test_adapt_batchnorm_re_estimates_statistics_on_the_target(tiny_digits):
+    train, _ = tiny_digits
+    torch.manual_seed(0)
+    model = ResNet18(10, 3, width=0.0625).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    target = data.gray_to_rgb32(data.load("mnist", "test", n=64, seed=0))
+    adapted = transfer.adapt_batchnorm(model, target, batch_size=256)  # one batch: exact statistics
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key  # the original is untouched
+    with torch.no_grad():
+        stem_out = model.stem[0](model.normalize(target.tensors()[0]))
+    norm = adapted.stem[1]
+    assert torch.allclose(norm.running_mean, stem_out.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(norm.running_var, stem_out.var((0, 2, 3), unbiased=True), rtol=1e-4)
+    assert norm.momentum == model.stem[1].momentum and not adapted.training
+    for key, value in adapted.state_dict().items():  # only BatchNorm buffers change, never a weight
+        if not any(key.endswith(s) for s in ("running_mean", "running_var", "num_batches_tracked")):
+            assert torch.equal(value, before[key]), key
+
+
+def test_adapt_batchnorm_needs_batchnorm(tiny_digits):
+    train, _ = tiny_digits
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        transfer.adapt_batchnorm(ResNet18(10, 3, width=0.0625, batchnorm=False), train)

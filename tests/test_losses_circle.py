@@ -19,6 +19,7 @@ def few_threads():
     yield
     torch.set_num_threads(before)
 
+
 SETTINGS = [(0.25, 256.0), (0.25, 80.0), (0.4, 80.0)]
 
 

@@ -296,7 +296,8 @@ def cam_from(activations: torch.Tensor, gradients: torch.Tensor, size: tuple[int
     return minmax(cam)[:, 0]                                  # again: upsampling moves the extremes
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, layer: Layer, target: Target = None) -> torch.Tensor:
+def grad_cam(model: nn.Module, x: torch.Tensor, layer: "str | nn.Module",
+             target: "int | list[int] | torch.Tensor | None" = None) -> torch.Tensor:
     """Grad-CAM heatmaps (N, H, W) in [0, 1] for the target class (None: predicted) at `layer`.
 
     The class score is the raw logit. A map with no positive evidence (all zero after the ReLU)
@@ -407,16 +408,16 @@ def explanation_grid(images: torch.Tensor, rows: Mapping[str, torch.Tensor], tit
     fig, axes = plt.subplots(1 + len(rows), n, figsize=(size * n + 1.2, size * (1 + len(rows))), squeeze=False)
     for i in range(n):
         img = _as_image(images[i])
-        axes[0, i].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+        axes[0, i].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
         if titles is not None:
             axes[0, i].set_title(titles[i], fontsize=7)
         for r, (label, maps) in enumerate(rows.items(), start=1):
             m = maps[i].detach().float().cpu()
             if m.ndim == 2:
-                axes[r, i].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
-                axes[r, i].imshow(m.numpy(), cmap="jet", alpha=alpha, vmin=0, vmax=1)
+                axes[r, i].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+                axes[r, i].imshow(m.numpy(), cmap="jet", alpha=alpha, vmin=0, vmax=1, interpolation="nearest")
             else:
-                axes[r, i].imshow(_as_image(m), vmin=0, vmax=1)
+                axes[r, i].imshow(_as_image(m), vmin=0, vmax=1, interpolation="nearest")
     for r, label in enumerate(["image", *rows], start=0):
         axes[r, 0].text(-0.08, 0.5, label, transform=axes[r, 0].transAxes, ha="right", va="center",
                         fontsize=8, rotation=90)
@@ -433,6 +434,68 @@ def overlay(images: torch.Tensor, heatmaps: torch.Tensor, titles: Sequence[str] 
     from .plots import heatmap_overlays
 
     return heatmap_overlays(as_batch(images), list(heatmaps), titles=titles, alpha=alpha, caption=caption)
+
+
+def explore(model: nn.Module, images: torch.Tensor, labels: Sequence[int] | torch.Tensor, classes: Sequence[str],
+            layers: Sequence[Layer], caption: str | None = None, size: float = 1.7) -> None:
+    """Grad-CAM by image, class and layer: a static grid (first image: layers x its 3 likeliest classes), then live pickers."""
+    from IPython.display import display
+
+    from .plots import _as_image, banner, show
+
+    images = as_batch(images).detach().cpu()
+    labels = torch.as_tensor(labels).flatten().tolist()
+    names = [get_layer(model, layer)[0] for layer in layers]
+    with torch.no_grad(), eval_mode(model):
+        probs = model(images.to(model_device(model))).softmax(1).cpu()
+    if probs.shape[1] != len(classes):
+        raise ValueError(f"the model has {probs.shape[1]} outputs but {len(classes)} class names were given")
+
+    def draw(ax: plt.Axes, index: int, klass: int, layer: str) -> None:
+        img = _as_image(images[index])
+        cam = grad_cam(model, images[index], layer, klass)[0].cpu().numpy()
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(cam, cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(f"{layer}: {classes[klass]} ({probs[index, klass]:.0%})", fontsize=7)
+        ax.axis("off")
+
+    top = probs[0].argsort(descending=True)[:3].tolist()
+    fig, axes = plt.subplots(len(names), len(top), figsize=(size * len(top), size * len(names)), squeeze=False)
+    for r, layer in enumerate(names):
+        for c, klass in enumerate(top):
+            draw(axes[r, c], 0, klass, layer)
+    fig.suptitle(f"image 0 (true: {classes[labels[0]]}): Grad-CAM per layer (rows) and class (columns)", fontsize=9)
+    fig.tight_layout()
+    show(banner(fig, caption))
+    try:
+        import ipywidgets as widgets
+    except ImportError:
+        return
+    image = widgets.IntSlider(value=0, min=0, max=len(images) - 1, description="image", continuous_update=False)
+    klass = widgets.Dropdown(options=[(name, i) for i, name in enumerate(classes)], value=top[0], description="class")
+    layer = widgets.Dropdown(options=names, value=names[-1], description="layer")
+    output = widgets.Output()
+
+    def redraw(change: Any = None) -> None:
+        with output:
+            output.clear_output(wait=True)
+            fig, axes = plt.subplots(1, 3, figsize=(3 * size * 1.4, size * 1.6))
+            img = _as_image(images[image.value])
+            axes[0].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+            axes[0].set_title(f"true: {classes[labels[image.value]]}", fontsize=8)
+            axes[0].axis("off")
+            draw(axes[1], image.value, klass.value, layer.value)
+            guided = guided_grad_cam(model, images[image.value], layer.value, klass.value)
+            axes[2].imshow(_as_image(gradient_image(guided)[0]), vmin=0, vmax=1, interpolation="nearest")
+            axes[2].set_title("guided Grad-CAM", fontsize=8)
+            axes[2].axis("off")
+            show(fig)
+
+    for control in (image, klass, layer):
+        control.observe(redraw, names="value")
+    redraw()
+    display(widgets.VBox([widgets.HTML("<i>Interactive version (live notebook only):</i>"),
+                          widgets.HBox([image, klass, layer]), output]))
 
 
 # ---------------------------------------------------------------- monitoring training
@@ -494,10 +557,10 @@ class TrainingSnapshots:
                 ax = axes[i, j]
                 img = _as_image(self.images[i])
                 if kind == "cam":
-                    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
-                    ax.imshow(shot["cam"][i].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+                    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+                    ax.imshow(shot["cam"][i].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="nearest")
                 else:
-                    ax.imshow(shot["activation"][i].numpy(), cmap="viridis", vmin=0, vmax=1)
+                    ax.imshow(shot["activation"][i].numpy(), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
                 pred = shot["pred"][i]
                 name = self.classes[pred] if self.classes else str(pred)
                 ax.set_xlabel(f"{name} {shot['prob_true'][i]:.0%}", fontsize=7,

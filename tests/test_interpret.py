@@ -353,3 +353,16 @@ def test_training_snapshots_callback_in_fit():
     with pytest.raises(ValueError, match="kind"):
         snapshots.timeline("gradients")
     assert no_hooks_left(model)
+
+
+def test_explore_draws_static_panels_and_checks_class_names():
+    model = vgg()
+    x = torch.rand(2, 3, 32, 32)
+    names = [f"class {i}" for i in range(10)]
+    interpret.explore(model, x, [0, 1], names, ["features.8", "features.15"])
+    assert no_hooks_left(model)
+    fig = interpret.overlay(x, interpret.grad_cam(model, x, "features.15"), ["a", "b"])
+    assert len(fig.axes) == 4
+    matplotlib.pyplot.close(fig)
+    with pytest.raises(ValueError, match="10 outputs but 3 class names"):
+        interpret.explore(model, x, [0, 1], names[:3], ["features.8"])

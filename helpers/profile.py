@@ -32,10 +32,10 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
                      grid_epochs=30, sgd_lr=0.1, adam_lr=1e-3, deep_layers=10),
     },
     "02": {
-        "smoke": dict(points=300, capacity_hidden=(4, 256, 65_536), capacity_epochs=300,
+        "smoke": dict(points=300, capacity_hidden=(4, 256, 8_192), capacity_epochs=200,
                       sweep_coefficients=(0.0, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3), sweep_epochs=200,
                       noise_features=(0, 20, 100), digits_train=300, digits_epochs=60),
-        "cpu": dict(points=300, capacity_hidden=(4, 256, 262_144), capacity_epochs=400,
+        "cpu": dict(points=300, capacity_hidden=(4, 256, 65_536), capacity_epochs=300,
                     sweep_coefficients=(0.0, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3), sweep_epochs=300,
                     noise_features=(0, 20, 100), digits_train=600, digits_epochs=80),
         "full": dict(points=300, capacity_hidden=(4, 256, 1_048_576), capacity_epochs=500,
@@ -75,6 +75,25 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
                      sweep=((0.25, 256.0), (0.25, 80.0), (0.4, 80.0), (0.25, 2.0)), sweep_train_size=None,
                      sweep_epochs=10, projection="umap", plot_points=2000),
     },
+    "03": {
+        # Full = the original: SVHN train (10% stratified validation), SVHN + MNIST test sets, ResNet-18 at
+        # full width, 10 epochs, batch 128, SGD lr 0.01 momentum 0.9 (cosine decay) or Adam 1e-3;
+        # few-label transfer on 1,000 labelled SVHN images. None = the whole split.
+        # Smoke: far fewer steps, so larger learning rates and smaller batches; pretrained_* only apply if the
+        # ImageNet weights happen to be cached (they are never downloaded offline).
+        "smoke": dict(svhn_train=1000, mnist_train=800, test_size=500, val_fraction=0.15, width=0.125,
+                      epochs=5, batch_size=32, sgd_lr=0.03, adam_lr=3e-3, few_label=500, head_epochs=30,
+                      head_lr=1e-2, adabn_size=500, pretrained_train=256, pretrained_epochs=1,
+                      pretrained_in_best=False),
+        "cpu": dict(svhn_train=10000, mnist_train=10000, test_size=2000, val_fraction=0.1, width=0.25,
+                    epochs=5, batch_size=128, sgd_lr=0.05, adam_lr=1e-3, few_label=1000, head_epochs=30,
+                    head_lr=1e-3, adabn_size=5000, pretrained_train=2000, pretrained_epochs=2,
+                    pretrained_in_best=False),
+        "full": dict(svhn_train=None, mnist_train=None, test_size=None, val_fraction=0.1, width=1.0,
+                     epochs=10, batch_size=128, sgd_lr=0.01, adam_lr=1e-3, few_label=1000, head_epochs=30,
+                     head_lr=1e-3, adabn_size=10000, pretrained_train=None, pretrained_epochs=10,
+                     pretrained_in_best=True),
+    },
     "04": {
         # Full = the original: CIFAR-10 (10% stratified validation), full-width ResNet-18, Adam 1e-3, up to
         # 16 epochs with early stopping on the validation loss; FGSM eps=0.1 + Gaussian noise sigma=0.01;
@@ -96,25 +115,6 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
                      curve_eps=(0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 0.05, 0.1), curve_size=2000,
                      pgd_steps=10, embed_size=2000, embedding="umap",
                      slider_eps=(0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2), slider_static=(0.0, 0.02, 0.05, 0.1)),
-    },
-    "03": {
-        # Full = the original: SVHN train (10% stratified validation), SVHN + MNIST test sets, ResNet-18 at
-        # full width, 10 epochs, batch 128, SGD lr 0.01 momentum 0.9 (cosine decay) or Adam 1e-3;
-        # few-label transfer on 1,000 labelled SVHN images. None = the whole split.
-        # Smoke: far fewer steps, so larger learning rates and smaller batches; pretrained_* only apply if the
-        # ImageNet weights happen to be cached (they are never downloaded offline).
-        "smoke": dict(svhn_train=1000, mnist_train=800, test_size=500, val_fraction=0.15, width=0.125,
-                      epochs=5, batch_size=32, sgd_lr=0.03, adam_lr=3e-3, few_label=500, head_epochs=30,
-                      head_lr=1e-2, adabn_size=500, pretrained_train=256, pretrained_epochs=1,
-                      pretrained_in_best=False),
-        "cpu": dict(svhn_train=10000, mnist_train=10000, test_size=2000, val_fraction=0.1, width=0.25,
-                    epochs=5, batch_size=128, sgd_lr=0.05, adam_lr=1e-3, few_label=1000, head_epochs=30,
-                    head_lr=1e-3, adabn_size=5000, pretrained_train=2000, pretrained_epochs=2,
-                    pretrained_in_best=False),
-        "full": dict(svhn_train=None, mnist_train=None, test_size=None, val_fraction=0.1, width=1.0,
-                     epochs=10, batch_size=128, sgd_lr=0.01, adam_lr=1e-3, few_label=1000, head_epochs=30,
-                     head_lr=1e-3, adabn_size=10000, pretrained_train=None, pretrained_epochs=10,
-                     pretrained_in_best=True),
     },
     "07": {
         # VGG-16 of ch. 6 (full: its recipe and checkpoint); smoke/cpu: narrow, BatchNorm in the conv slots, Adam.
@@ -149,6 +149,29 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
                      occlusion_patches=(4, 8), occlusion_strides=(2, 4), shown_per_kind=4, check_patch=8,
                      check_images=1000, eval_batch=100, failing_lr=0.01, failing_epochs=3, failing_train_size=10000,
                      imagenet=True),
+    },
+    "06": {
+        # Full = the original: CIFAR-10 (10% stratified validation, seed 42), VGG-16 at full width, SGD lr 0.01
+        # momentum 0.9 weight decay 5e-4, batch 128, StepLR(50, 0.1), up to 200 epochs, early stopping after 20
+        # epochs without a better validation accuracy; SI on 10% of train (5,000) and test (1,000); cut after
+        # module 23; heads of 4,096 with dropout 0.2. The frozen classifier and the heads reuse the recipe.
+        # Smoke/cpu: a narrow VGG-16 without normalisation barely leaves chance in a few CPU epochs, so each
+        # conv slot also holds a BatchNorm2d (same 31 modules, as in chapter 7) and the optimiser is Adam.
+        "smoke": dict(train_size=3000, test_size=500, val_fraction=0.1, split_seed=42, batch_size=32,
+                      eval_batch=256, width=0.125, hidden=128, dropout=0.0, batchnorm=True, optimizer="adam",
+                      lr=1e-3, weight_decay=5e-4, step_size=6, epochs=8, patience=20, frozen_epochs=4, si_train=400,
+                      si_test=200, cut=23, exact_check_samples=120, exact_check_features=10, head_hidden=128,
+                      head_dropout=0.2, head_epochs=6, cache_features=True),
+        "cpu": dict(train_size=10000, test_size=2000, val_fraction=0.1, split_seed=42, batch_size=64,
+                    eval_batch=512, width=0.25, hidden=512, dropout=0.5, batchnorm=True, optimizer="adam",
+                    lr=1e-3, weight_decay=5e-4, step_size=20, epochs=30, patience=8, frozen_epochs=15, si_train=2000,
+                    si_test=500, cut=23, exact_check_samples=200, exact_check_features=12, head_hidden=1024,
+                    head_dropout=0.2, head_epochs=15, cache_features=True),
+        "full": dict(train_size=None, test_size=None, val_fraction=0.1, split_seed=42, batch_size=128,
+                     eval_batch=512, width=1.0, hidden=4096, dropout=0.5, batchnorm=False, optimizer="sgd", lr=0.01,
+                     weight_decay=5e-4, step_size=50, epochs=200, patience=20, frozen_epochs=200, si_train=5000,
+                     si_test=1000, cut=23, exact_check_samples=200, exact_check_features=12, head_hidden=4096,
+                     head_dropout=0.2, head_epochs=200, cache_features=False),
     },
     # Each chapter adds its own "NN": {"smoke": ..., "cpu": ..., "full": ...} entry above this line.
 }

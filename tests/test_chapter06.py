@@ -1,0 +1,84 @@
+"""Chapter 6 smoke checks: SI grows through VGG-16, the ranking is sound and exact, compression works."""
+import pytest
+
+from helpers.models import VGG16_CONFIG
+from helpers.profile import SETTINGS
+
+STEM = "06_separation_index"
+pytestmark = pytest.mark.notebook
+
+
+@pytest.fixture(scope="module")
+def records(notebook_records):
+    return notebook_records(STEM)
+
+
+def test_si_rises_from_the_input_to_the_last_feature_layer(records):
+    assert records["ch06_si_last"] > records["ch06_si_input"] + 0.1
+    si_test = records["ch06_layer_si_test"]
+    assert si_test[-1] > si_test[0] + 0.1
+
+
+def test_layer_curves_cover_the_input_and_all_31_modules(records):
+    names = records["ch06_layer_names"]
+    assert len(names) == 32 and names[0] == "input" and names[24].startswith("23 MaxPool2d")
+    for key in ("si_train", "csi_train", "si_test", "csi_test"):
+        values = records[f"ch06_layer_{key}"]
+        assert len(values) == 32 and all(0.0 <= v <= 1.0 for v in values), key
+
+
+def test_ranking_is_a_permutation_of_the_cut_features(records):
+    assert sorted(records["ch06_ranking_order"]) == list(range(records["ch06_cut_features"]))
+
+
+def test_ranking_curve_rises_then_plateaus(records):
+    si = records["ch06_ranking_si"]
+    # What greedy selection guarantees: the first point is the best single feature's SI and the
+    # last is the SI of all features (the curve itself need not be monotone).
+    assert si[0] == records["ch06_single_feature_si"]
+    assert si[-1] == records["ch06_si_all_cut"]
+    # What the chapter shows: a steep rise, a peak early on that beats all features together.
+    assert records["ch06_si_best_k"] == max(si) > si[-1]
+    assert max(si) > si[0] + 0.1
+    assert records["ch06_best_k"] <= len(si) // 2
+
+
+def test_fast_ranking_identical_to_both_naive_references(records):
+    assert records["ch06_ranking_exact_check"] is True
+
+
+def test_models_stay_well_above_chance(records):
+    chance = records["ch06_chance"]
+    assert records["ch06_vgg_test_acc"] > 3 * chance
+    assert records["ch06_frozen_test_acc"] > 3 * chance
+    for name, acc in records["ch06_compressed_acc"].items():
+        assert acc["test"] > 2.5 * chance, name
+
+
+def test_parameter_counts_match_the_formula(records):
+    smoke = SETTINGS["06"]["smoke"]
+    formula = records["ch06_parameter_formula"]
+    # the trunk: every convolution up to module 23 (k x k x c_in x c_out + c_out), BatchNorm if used
+    trunk, c_in = 0, 3
+    for item in VGG16_CONFIG[:VGG16_CONFIG.index("M", 10) + 1]:  # the first four blocks
+        if item != "M":
+            c_out = max(4, int(round(item * smoke["width"])))
+            trunk += 9 * c_in * c_out + c_out + (2 * c_out if smoke["batchnorm"] else 0)
+            c_in = c_out
+    assert formula["trunk"] == trunk
+    assert records["ch06_cut_features"] == c_in * 2 * 2
+    k, h, c = formula["k"], formula["hidden"], formula["classes"]
+    assert k == records["ch06_best_k"] and h == smoke["head_hidden"]
+    counts = records["ch06_compressed_parameters"]
+    assert counts["two hidden layers"] == trunk + (k + 1) * h + (h + 1) * h + (h + 1) * c
+    assert counts["linear"] == trunk + (k + 1) * c
+    assert records["ch06_reference_parameters"] == {"two hidden layers": 26_100_042, "linear": 7_639_274}
+    assert records["ch06_vgg_parameters"] == 134_301_514
+
+
+def test_results_table_has_every_model(records):
+    rows = records["ch06_results"]
+    assert [r["model"] for r in rows] == ["VGG-16", "VGG-16, frozen features, new classifier",
+                                          "compressed, two hidden layers", "compressed, linear"]
+    for r in rows:
+        assert all(0.0 <= r[key] <= 1.0 for key in ("train acc", "val acc", "test acc", "SI", "CSI"))

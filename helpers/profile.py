@@ -32,10 +32,10 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
                      grid_epochs=30, sgd_lr=0.1, adam_lr=1e-3, deep_layers=10),
     },
     "02": {
-        "smoke": dict(points=300, capacity_hidden=(4, 256, 8_192), capacity_epochs=200,
+        "smoke": dict(points=300, capacity_hidden=(4, 256, 65_536), capacity_epochs=300,
                       sweep_coefficients=(0.0, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3), sweep_epochs=200,
                       noise_features=(0, 20, 100), digits_train=300, digits_epochs=60),
-        "cpu": dict(points=300, capacity_hidden=(4, 256, 65_536), capacity_epochs=300,
+        "cpu": dict(points=300, capacity_hidden=(4, 256, 262_144), capacity_epochs=400,
                     sweep_coefficients=(0.0, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3), sweep_epochs=300,
                     noise_features=(0, 20, 100), digits_train=600, digits_epochs=80),
         "full": dict(points=300, capacity_hidden=(4, 256, 1_048_576), capacity_epochs=500,
@@ -75,25 +75,6 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
                      sweep=((0.25, 256.0), (0.25, 80.0), (0.4, 80.0), (0.25, 2.0)), sweep_train_size=None,
                      sweep_epochs=10, projection="umap", plot_points=2000),
     },
-    "03": {
-        # Full = the original: SVHN train (10% stratified validation), SVHN + MNIST test sets, ResNet-18 at
-        # full width, 10 epochs, batch 128, SGD lr 0.01 momentum 0.9 (cosine decay) or Adam 1e-3;
-        # few-label transfer on 1,000 labelled SVHN images. None = the whole split.
-        # Smoke: far fewer steps, so larger learning rates and smaller batches; pretrained_* only apply if the
-        # ImageNet weights happen to be cached (they are never downloaded offline).
-        "smoke": dict(svhn_train=1000, mnist_train=800, test_size=500, val_fraction=0.15, width=0.125,
-                      epochs=5, batch_size=32, sgd_lr=0.03, adam_lr=3e-3, few_label=500, head_epochs=30,
-                      head_lr=1e-2, adabn_size=500, pretrained_train=256, pretrained_epochs=1,
-                      pretrained_in_best=False),
-        "cpu": dict(svhn_train=10000, mnist_train=10000, test_size=2000, val_fraction=0.1, width=0.25,
-                    epochs=5, batch_size=128, sgd_lr=0.05, adam_lr=1e-3, few_label=1000, head_epochs=30,
-                    head_lr=1e-3, adabn_size=5000, pretrained_train=2000, pretrained_epochs=2,
-                    pretrained_in_best=False),
-        "full": dict(svhn_train=None, mnist_train=None, test_size=None, val_fraction=0.1, width=1.0,
-                     epochs=10, batch_size=128, sgd_lr=0.01, adam_lr=1e-3, few_label=1000, head_epochs=30,
-                     head_lr=1e-3, adabn_size=10000, pretrained_train=None, pretrained_epochs=10,
-                     pretrained_in_best=True),
-    },
     "04": {
         # Full = the original: CIFAR-10 (10% stratified validation), full-width ResNet-18, Adam 1e-3, up to
         # 16 epochs with early stopping on the validation loss; FGSM eps=0.1 + Gaussian noise sigma=0.01;
@@ -115,6 +96,25 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
                      curve_eps=(0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 0.05, 0.1), curve_size=2000,
                      pgd_steps=10, embed_size=2000, embedding="umap",
                      slider_eps=(0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2), slider_static=(0.0, 0.02, 0.05, 0.1)),
+    },
+    "03": {
+        # Full = the original: SVHN train (10% stratified validation), SVHN + MNIST test sets, ResNet-18 at
+        # full width, 10 epochs, batch 128, SGD lr 0.01 momentum 0.9 (cosine decay) or Adam 1e-3;
+        # few-label transfer on 1,000 labelled SVHN images. None = the whole split.
+        # Smoke: far fewer steps, so larger learning rates and smaller batches; pretrained_* only apply if the
+        # ImageNet weights happen to be cached (they are never downloaded offline).
+        "smoke": dict(svhn_train=1000, mnist_train=800, test_size=500, val_fraction=0.15, width=0.125,
+                      epochs=5, batch_size=32, sgd_lr=0.03, adam_lr=3e-3, few_label=500, head_epochs=30,
+                      head_lr=1e-2, adabn_size=500, pretrained_train=256, pretrained_epochs=1,
+                      pretrained_in_best=False),
+        "cpu": dict(svhn_train=10000, mnist_train=10000, test_size=2000, val_fraction=0.1, width=0.25,
+                    epochs=5, batch_size=128, sgd_lr=0.05, adam_lr=1e-3, few_label=1000, head_epochs=30,
+                    head_lr=1e-3, adabn_size=5000, pretrained_train=2000, pretrained_epochs=2,
+                    pretrained_in_best=False),
+        "full": dict(svhn_train=None, mnist_train=None, test_size=None, val_fraction=0.1, width=1.0,
+                     epochs=10, batch_size=128, sgd_lr=0.01, adam_lr=1e-3, few_label=1000, head_epochs=30,
+                     head_lr=1e-3, adabn_size=10000, pretrained_train=None, pretrained_epochs=10,
+                     pretrained_in_best=True),
     },
     "07": {
         # VGG-16 of ch. 6 (full: its recipe and checkpoint); smoke/cpu: narrow, BatchNorm in the conv slots, Adam.

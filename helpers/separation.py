@@ -554,8 +554,8 @@ class _ForwardRanker:
                 zr, ns = zt.index_select(0, rest), near_same.index_select(0, rest)
                 diff = zr - zt.index_select(0, a_o[rest])
                 near_other = o1[rest, None] + diff * diff
-                st[rest] = self._decide(ns, near_other, sigma[rest, None], omega[rest, None],
-                                        s_first[rest, None])
+                decided = self._decide(ns, near_other, sigma[rest, None], omega[rest, None], s_first[rest, None])
+                st[rest] = torch.where((decided == 2) & (near_other < ns), 3, decided).to(torch.int8)
             if len(group_rows):
                 zg = zt.index_select(0, group_rows)
                 best, index, ok = _nearest_in_group_1d(zg, self.group[group_rows], group_rows)
@@ -566,8 +566,9 @@ class _ForwardRanker:
                 near = torch.where(take_group, best, listed)
                 who = torch.where(take_group, index, g_a[:, None])
                 sure = ok & (near < g_cert[:, None])
-                st[group_rows] = torch.where(sure, labels[who] == labels[group_rows, None], 2).to(torch.int8)
-            unknown_per_row += (st == 2).sum(1)
+                right = labels[who] == labels[group_rows, None]
+                st[group_rows] = torch.where(sure, right.to(torch.int8), torch.where(right, 2, 3)).to(torch.int8)
+            unknown_per_row += (st >= 2).sum(1)
             state[:, t0:t0 + self.tile] = st
         self.count("level1", n * len(cand))
         return state, unknown_per_row, g
@@ -583,19 +584,23 @@ class _ForwardRanker:
         return torch.where(right | (both & same_first & ~wrong), 1, torch.where(wrong | both, 0, 2)).to(torch.int8)
 
     def _best_first(self, state: torch.Tensor, cand: torch.Tensor, g: dict, batch: int = 32) -> tuple[int, int]:
-        """Branch and bound over candidates. The candidate with the highest possible count is refined
-        first, level by level (2: scan of the neighbour lists; 3: scan of long lists built for the rows
-        concerned; 4: full rows, which settle it), until no unsettled candidate can beat, or tie with
-        a lower feature index, the best settled one."""
+        """Branch and bound over candidates, on proven bounds of each candidate's count: `right` (samples
+        proven right) and `upper` (plus those still unknown). The most promising candidate is settled
+        first, which sets the bar; then the candidate with the highest upper bound is refined, level by
+        level: 2, its unknown samples that level 1 suggests are wrong (a few proven wrongs often
+        suffice to drop a candidate); 3, all its unknown samples, by a scan of the neighbour lists;
+        4, a scan of long lists built for the rows concerned; 5, full rows, which settle it. It
+        stops when no unsettled candidate can beat, or tie with a lower feature index, the best."""
         count_c = len(cand)
         window = self.window if len(self.selected) < self.window_steps else 0
         right = (state == 1).sum(0).cpu()
-        upper = right + (state == 2).sum(0).cpu()
-        settled = 5
+        upper = right + (state >= 2).sum(0).cpu()
+        settled = 6
         level = torch.where(upper == right, settled, 1)  # the last level applied to each candidate
         position = torch.arange(count_c)
         touched = [torch.empty(0, dtype=torch.long, device=self.dev)]
         self.long_lists = None
+        first = int(torch.where(level < settled, right, -1).argmax())  # most samples proven right
         while True:
             counts = torch.where(level == settled, right, -1)
             best_pos = int(counts.argmax())  # first, i.e. lowest feature index, among the best
@@ -604,19 +609,21 @@ class _ForwardRanker:
                 (upper > best_count) | ((upper == best_count) & (position < best_pos)))
             if not bool(can_win.any()):
                 break
-            pick = int(torch.where(can_win, upper, -1).argmax())
+            pick = first if best_count < 0 and level[first] < settled else int(torch.where(can_win, upper, -1).argmax())
             lvl = int(level[pick])
-            if lvl < 3:  # refine a batch of the most promising candidates at this level
+            if lvl < 4 and best_count >= 0:  # refine a batch of the most promising candidates at this level
                 same = can_win & (level == lvl)
                 cols = torch.where(same, upper, -1).topk(min(batch, int(same.sum()))).indices.to(self.dev)
             else:
                 cols = torch.tensor([pick], device=self.dev)
             sub = state[:, cols]
-            ec, ei = (sub.T == 2).nonzero(as_tuple=True)  # by candidate: gathers read one feature row
+            ec, ei = ((sub.T == 3) if lvl == 1 else (sub.T >= 2)).nonzero(as_tuple=True)  # by candidate
             self.count(f"level{lvl + 1}", len(ei))
+            if lvl == 3 and not self._long_lists_pay(ei):
+                lvl = 4  # too few entries per row to amortise long lists: full rows are cheaper
             with self.timed(f"level{lvl + 1}"):
-                if lvl < 3:
-                    if lvl == 1:
+                if lvl < 4:
+                    if lvl < 3:
                         list_set, w = (self.lists, self.values, self.radius), window
                         if w:
                             self.sync(torch.unique(ei))
@@ -626,17 +633,25 @@ class _ForwardRanker:
                         i, c = ei[start:start + self.chunk], ec[start:start + self.chunk]
                         sub.view(-1)[i * len(cols) + c] = self._scan(i, cols[c], cand, g, w, list_set, self.block)
                 else:
-                    self.sync(ei)
-                    sub[ei, 0] = self._full_rows(ei, int(cand[pick]))
+                    self.sync(torch.unique(ei))
+                    sub.view(-1)[ei * len(cols) + ec] = self._full_rows(ei, cand[cols[ec]])
                     touched.append(ei)
-                    self.count("settled", 1)
+                    self.count("settled", len(cols))
             state[:, cols] = sub
             cols = cols.cpu()
             right[cols] = (sub == 1).sum(0).cpu()
-            upper[cols] = right[cols] + (sub == 2).sum(0).cpu()
+            upper[cols] = right[cols] + (sub >= 2).sum(0).cpu()
             level[cols] = torch.where(upper[cols] == right[cols], settled, lvl + 1)
         self.stale = torch.unique(torch.cat(touched))
         return int(cand[best_pos]), best_count
+
+    def _long_lists_pay(self, rows: torch.Tensor) -> bool:
+        """True if building long lists for the new rows costs less than measuring the entries on full rows."""
+        built = self.long_lists[3] if self.long_lists is not None else torch.zeros(self.n, dtype=torch.bool,
+                                                                                      device=self.dev)
+        unique = torch.unique(rows)
+        new_rows = int((~built[unique]).sum())
+        return 8 * new_rows * self.n + 64 * len(rows) < len(rows) * self.n
 
     def _long_lists(self, rows: torch.Tensor) -> tuple[dict, dict, dict]:
         """Level-4 lists (8x longer, built this step for the rows that need them; shared by candidates)."""
@@ -731,7 +746,8 @@ class _ForwardRanker:
         st = torch.full((len(i),), 2, dtype=torch.int8, device=self.dev)
         active = everyone
         k = lists["same"].shape[1]
-        for start in range(0, k, block):
+        start = 0
+        while start < k:  # blocks of growing size: early exits are cheap, long scans take few steps
             ia, za, ra = i[active], zi[active], row[active]
             lower = {}
             for kind in ("same", "other"):
@@ -753,43 +769,57 @@ class _ForwardRanker:
             active = active[decided == 2]
             if not len(active):
                 break
+            start, block = start + block, 2 * block
         return st
 
-    def _full_rows(self, rows: torch.Tensor, feature: int) -> torch.Tensor:
-        """Level 4: the nearest neighbour over the whole row (rows must be synced)."""
-        column = self.zt[feature]
+    def _full_rows(self, rows: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Level 5: each entry's nearest neighbour over its whole row (rows must be synced)."""
         out = torch.empty(len(rows), dtype=torch.int8, device=self.dev)
         per_chunk = max(1, (1 << 22) // self.n)
         for start in range(0, len(rows), per_chunk):
-            r = rows[start:start + per_chunk]
-            diff = column[r, None] - column[None, :]
+            r, f = rows[start:start + per_chunk], features[start:start + per_chunk]
+            columns = self.zt.index_select(0, f)
+            diff = columns.gather(1, r[:, None]) - columns
             near = (self.dist.index_select(0, r) + diff * diff).argmin(1)  # first index among ties
             out[start:start + per_chunk] = (self.labels[near] == self.labels[r]).to(torch.int8)
         return out
 
 
 def forward_ranking(x, y, k: int | None = None, *, normalize: bool = True,
-                    device: torch.device | str | None = None, tile: int = 128, list_size: int = 16,
+                    device: torch.device | str | None = None, tile: int = 64, list_size: int = 16,
                     block: int = 8, window: int = 8, window_steps: int = 3, chunk: int = 1 << 14,
                     progress: bool | None = None) -> Ranking:
     """Greedy forward ranking of features by SI; exact (same order and curve as `naive_forward_ranking`).
 
-    Instead of measuring every candidate on all n^2 pairs, each step proves most answers
-    cheaply and measures only what it cannot prove. Distances only grow when a feature is
-    added, so a sample's nearest neighbour after adding a candidate is among its listed nearest
-    neighbours so far, or further than a radius we track.
+    Each step must find the candidate whose addition gives the most samples a same-label
+    nearest neighbour. Instead of measuring every candidate on all n^2 pairs, it proves most
+    answers and measures only the rest, always with the definition's arithmetic (float64,
+    features added in selection order), so every comparison is the naive one, bit for bit.
 
-    1. Level 1, every sample and candidate: "the nearest listed same-label sample stays nearer
-       than any other-label sample can be" (or the reverse) needs two listed neighbours.
-    2. Branch and bound over candidates: the most promising ones (highest possible SI) are
-       refined first, level 2 (whole lists, plus in the first `window_steps` steps a window of
-       the nearest values along the candidate feature, sorted once), then level 3 (full rows),
-       until no other candidate can beat or tie the best. Samples tied at distance 0 with
-       others are searched exactly along the candidate (a sort).
+    The key fact: adding a feature can only grow a distance. Each sample keeps its nearest
+    same-label and other-label samples so far (`list_size` of each, sorted) and a radius below
+    which no unlisted sample lies; those stay valid as the distances grow.
+
+    1. Level 1, every sample and candidate, in tiles of `tile` candidates: "the nearest listed
+       same-label sample, plus the candidate's term, stays nearer than any other-label sample
+       can be" (or the reverse) settles most answers from two listed neighbours.
+    2. Branch and bound over candidates, on proven lower and upper bounds of their counts: the
+       most promising candidate is settled first, which sets the bar; the others are refined
+       while they can still beat it (or tie it with a lower index): first the answers level 1
+       suggests are wrong (proving a few wrong is often enough to drop a candidate), then a scan
+       of the sorted lists in growing blocks that stops once the next listed distance exceeds
+       what was found, then the same scan on long lists built for the rows concerned (when
+       enough candidates share them), and finally full rows.
+    3. The first `window_steps` steps are low-dimensional: a window of `window` nearest values
+       along the candidate (each feature's order is sorted once) bounds every other sample.
+       Samples equal on all selected features (common with ReLU zeros) are searched exactly by
+       sorting along the candidate.
+    4. Distance rows are updated lazily, several features at a time, when a step needs them.
 
     Memory: the n x n float64 distance matrix (8 n^2 bytes: 200 MB for n = 5,000), the z-scored
-    features twice and two int64 sort orders (32 n d bytes), plus per step about 60 n * tile +
-    500 * chunk bytes of temporaries and 1 byte per sample and candidate. Runs on `device`.
+    features twice and two int64 sort orders (32 n d bytes), long lists (about 4 KB per sample),
+    plus per step about 60 n * tile + 500 * chunk bytes of temporaries and 1 byte per sample and
+    candidate. Runs on `device` (CUDA when given). `stats` records counts and seconds per level.
     """
     z, labels = prepare(x, y, normalize, device)
     n, d = z.shape

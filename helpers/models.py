@@ -82,7 +82,20 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
+class ResNetBase(nn.Module):
+    """What every ResNet of the book computes: normalize, stem, four stages, global average pool, fc."""
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (after global average pooling)."""
+        x = self.stem(self.normalize(x))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.flatten(self.pool(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+class ResNet18(ResNetBase):
     """ResNet-18 for 32x32 inputs: 3x3 stem, no max-pool, 4 stages of 2 blocks; `width` scales channels."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
@@ -108,14 +121,6 @@ class ResNet18(nn.Module):
         self.fc = nn.Linear(channels[-1], num_classes)
         self.feature_dim = channels[-1]
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features (after global average pooling)."""
-        x = self.stem(self.normalize(x))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.flatten(self.pool(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
 
 
 # ---------------------------------------------------------------- VGG-16, torchvision layout

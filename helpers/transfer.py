@@ -14,7 +14,7 @@ from torch.utils.data import TensorDataset
 
 from .data import ImageSet, digit_augmentation, loader
 from .losses import LabelSmoothingCrossEntropy
-from .models import Normalize, ResNet18, freeze
+from .models import Normalize, ResNet18, ResNetBase, freeze
 from .profile import get_device, seed_everything
 from .training import EarlyStopping, History, fit
 
@@ -98,7 +98,7 @@ def pretrained_available() -> bool:
     return os.path.isfile(pretrained_cache_path()) or _url_reachable(_weights().url)
 
 
-class PretrainedResNet18(nn.Module):
+class PretrainedResNet18(ResNetBase):
     """torchvision's ImageNet ResNet-18 adapted to 32x32 digits, with ImageNet's Normalize inside.
 
     Adaptation: every pretrained weight is kept, but the 7x7 stem convolution runs with stride 1
@@ -117,15 +117,6 @@ class PretrainedResNet18(nn.Module):
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(net.fc.in_features, num_classes)
         self.feature_dim = net.fc.in_features
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features (after global average pooling)."""
-        x = self.stem(self.normalize(x))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.flatten(self.pool(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
 
 
 def pretrained_resnet18(num_classes: int = 10) -> PretrainedResNet18:

@@ -43,6 +43,20 @@ def execute_notebook(stem: str, out_dir: Path) -> dict:
     return read_records(output)
 
 
+@pytest.fixture(autouse=True)
+def torch_threads_as_in_the_notebooks():
+    """torch's CPU threads as helpers.setup chooses them: one on a busy machine, where oversubscribed
+    threads wait on each other and run many times slower."""
+    import torch
+
+    from helpers.profile import cpu_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(cpu_threads())
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def notebook_records(tmp_path_factory):
     """notebook_records(stem) -> the values the notebook recorded with helpers.glue (run once per session)."""

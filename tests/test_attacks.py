@@ -3,12 +3,11 @@ import functools
 
 import pytest
 import torch
+import torchattacks  # test-only; installed without its pins (see the Makefile)
 from sklearn.datasets import load_digits
 from torch import nn
 
 from helpers import attacks, models
-
-torchattacks = pytest.importorskip("torchattacks")
 
 
 def small_cnn() -> nn.Module:

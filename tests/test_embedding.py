@@ -6,16 +6,6 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from helpers import attacks, embedding
 from helpers.data import loader
-from helpers.profile import cpu_threads
-
-
-@pytest.fixture(autouse=True)
-def few_threads():
-    """One torch thread on a busy machine (as helpers.setup does): oversubscribed threads are many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(cpu_threads())
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_net(**kwargs):

@@ -4,20 +4,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from pytorch_metric_learning import losses as pml_losses
 
 from helpers import losses
-from helpers.profile import cpu_threads
-
-pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
-
-
-@pytest.fixture(autouse=True)
-def few_threads():
-    """One torch thread on a busy machine (as helpers.setup does): oversubscribed threads are many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(cpu_threads())
-    yield
-    torch.set_num_threads(before)
 
 
 SETTINGS = [(0.25, 256.0), (0.25, 80.0), (0.4, 80.0)]

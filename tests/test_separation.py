@@ -4,16 +4,6 @@ import pytest
 import torch
 
 from helpers import separation as sep
-from helpers.profile import cpu_threads
-
-
-@pytest.fixture(autouse=True)
-def one_thread_when_busy():
-    """torch's threads as the notebooks choose them: on a busy shared CPU, many threads wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(cpu_threads())
-    yield
-    torch.set_num_threads(before)
 
 
 def dataset(kind: str, n: int, d: int, seed: int, classes: int = 3):

@@ -49,6 +49,7 @@ student: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_separation.py
+	$(BIN)/python benchmarks/bench_training.py
 
 clean:
 	rm -rf _build

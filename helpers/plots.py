@@ -166,19 +166,40 @@ def confusion(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[st
 
 
 def results_table(rows: Sequence[Mapping[str, Any]], percent: Sequence[str] = (), index: str | None = None):
-    """A pandas table of result rows; columns in `percent` are shown as percentages."""
+    """A styled pandas table of result rows; columns in `percent` are shown as percentages.
+
+    Its HTML id is derived from the table's labels and its plain-text form is the table itself,
+    so a stored notebook output does not change between runs (pandas would use a random id and
+    an object address).
+    """
+    import hashlib
+
     import pandas as pd
+    from pandas.io.formats.style import Styler
+
+    class ResultsTable(Styler):
+        def __repr__(self) -> str:
+            return self.data.to_string()
 
     frame = pd.DataFrame(list(rows))
     if index is not None:
         frame = frame.set_index(index)
-    styled = frame.style.format({c: "{:.2%}" for c in percent if c in frame.columns}, na_rep="-")
-    return styled
+    labels = "|".join(map(str, [*frame.columns, *frame.index, *frame.iloc[:, 0].astype(str)]))
+    uuid = "results-" + hashlib.sha1(labels.encode()).hexdigest()[:8]
+    return ResultsTable(frame, uuid=uuid).format({c: "{:.2%}" for c in percent if c in frame.columns}, na_rep="-")
 
 
 def show(fig: plt.Figure) -> None:
-    """Display a figure once and close it (no duplicate image, no '<Figure size ...>' repr)."""
-    from IPython.display import display
+    """Display a figure once as a PNG and close it (no duplicate image, no '<Figure size ...>' repr).
 
-    display(fig)
+    The PNG is rendered here rather than by the notebook's matplotlib backend, so that headless
+    runs (papermill with MPLBACKEND=Agg) store the same image as an interactive session.
+    """
+    import io
+
+    from IPython.display import Image, display
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
+    display(Image(data=buffer.getvalue(), format="png"))

@@ -32,10 +32,10 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
                      grid_epochs=30, sgd_lr=0.1, adam_lr=1e-3, deep_layers=10),
     },
     "02": {
-        "smoke": dict(points=300, capacity_hidden=(4, 256, 65_536), capacity_epochs=300,
+        "smoke": dict(points=300, capacity_hidden=(4, 256, 8_192), capacity_epochs=200,
                       sweep_coefficients=(0.0, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3), sweep_epochs=200,
                       noise_features=(0, 20, 100), digits_train=300, digits_epochs=60),
-        "cpu": dict(points=300, capacity_hidden=(4, 256, 262_144), capacity_epochs=400,
+        "cpu": dict(points=300, capacity_hidden=(4, 256, 65_536), capacity_epochs=300,
                     sweep_coefficients=(0.0, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3), sweep_epochs=300,
                     noise_features=(0, 20, 100), digits_train=600, digits_epochs=80),
         "full": dict(points=300, capacity_hidden=(4, 256, 1_048_576), capacity_epochs=500,
@@ -69,11 +69,11 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "cpu": dict(train_size=5000, test_size=1000, width=0.25, embedding_dim=128, epochs=10, batch_size=64,
                     lr=1e-3, m=0.25, gamma=2.0, reduction="anchor", k=5, eps=0.1, sigma=0.01,
                     sweep=((0.25, 256.0), (0.25, 80.0), (0.4, 80.0), (0.25, 2.0)), sweep_train_size=2000,
-                    sweep_epochs=6, projection="umap", plot_points=1000),
+                    sweep_epochs=6, projection="auto", plot_points=1000),
         "full": dict(train_size=None, test_size=None, width=1.0, embedding_dim=128, epochs=25, batch_size=128,
                      lr=1e-3, m=0.25, gamma=2.0, reduction="anchor", k=5, eps=0.1, sigma=0.01,
                      sweep=((0.25, 256.0), (0.25, 80.0), (0.4, 80.0), (0.25, 2.0)), sweep_train_size=None,
-                     sweep_epochs=10, projection="umap", plot_points=2000),
+                     sweep_epochs=10, projection="auto", plot_points=2000),
     },
     "04": {
         # Full = the original: CIFAR-10 (10% stratified validation), full-width ResNet-18, Adam 1e-3, up to
@@ -89,12 +89,12 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "cpu": dict(train_size=5000, test_size=1000, val_fraction=0.1, width=0.25, batch_size=64, lr=1e-3,
                     epochs=12, patience=3, eps=0.1, sigma=0.01, p_adversarial=0.5,
                     curve_eps=(0.0, 2 / 255, 4 / 255, 8 / 255, 0.05, 0.1), curve_size=500, pgd_steps=10,
-                    embed_size=1000, embedding="umap", slider_eps=(0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2),
+                    embed_size=1000, embedding="auto", slider_eps=(0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2),
                     slider_static=(0.0, 0.02, 0.05, 0.1)),
         "full": dict(train_size=None, test_size=None, val_fraction=0.1, width=1.0, batch_size=128, lr=1e-3,
                      epochs=16, patience=3, eps=0.1, sigma=0.01, p_adversarial=0.5,
                      curve_eps=(0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 0.05, 0.1), curve_size=2000,
-                     pgd_steps=10, embed_size=2000, embedding="umap",
+                     pgd_steps=10, embed_size=2000, embedding="auto",
                      slider_eps=(0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2), slider_static=(0.0, 0.02, 0.05, 0.1)),
     },
     "03": {
@@ -260,16 +260,18 @@ def get_device(prefer: str | None = None) -> torch.device:
 
 
 def cpu_threads() -> int:
-    """CPU threads for torch: $HELPERS_THREADS, else 1 on a busy shared machine, else all cores.
+    """CPU threads for torch: $HELPERS_THREADS if set, else torch's own choice (all cores).
 
-    On an oversubscribed CPU (a shared classroom server, several kernels at once) every
-    multi-threaded op waits for a descheduled thread: one thread each is many times faster.
+    Set HELPERS_THREADS=1 when several kernels share a CPU (a classroom server): oversubscribed
+    threads wait on each other and run many times slower. The choice never depends on the load
+    of the moment, so that a re-run on the same machine repeats the same arithmetic.
     """
-    if os.environ.get("HELPERS_THREADS"):
-        return max(1, int(os.environ["HELPERS_THREADS"]))
-    cores = os.cpu_count() or 1
-    busy = hasattr(os, "getloadavg") and os.getloadavg()[0] > cores + 0.5
-    return 1 if busy else DEFAULT_THREADS
+    value = os.environ.get("HELPERS_THREADS")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"HELPERS_THREADS must be a positive integer, got {value!r}")
+        return int(value)
+    return DEFAULT_THREADS
 
 
 def progress_enabled() -> bool:

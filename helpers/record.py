@@ -9,8 +9,11 @@ from typing import Any
 from IPython.display import display
 
 
-def record(name: str, value: Any, show: bool = False) -> Any:
-    """Glue `value` under `name` (myst-nb format); the book pastes it with {glue:text}`name`."""
+def record(name: str, value: Any, show: bool = False) -> None:
+    """Glue `value` under `name` (myst-nb format); the book pastes it with {glue:text}`name`.
+
+    Returns None, so that a cell ending with a glue call shows no stray value.
+    """
     if not name.isidentifier():
         raise ValueError(f"record names must be identifiers (letters, digits, _), got {name!r}")
     value = _plain(value)
@@ -24,7 +27,6 @@ def record(name: str, value: Any, show: bool = False) -> Any:
         glue(name, value, display=False)
     if show:
         print(f"{name} = {value!r}")
-    return value
 
 
 def _plain(value: Any) -> Any:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +15,12 @@ os.environ["HELPERS_PROGRESS"] = "0"
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 ROOT = Path(__file__).resolve().parents[1]
+# torchattacks (test-only) lives outside site-packages, installed without its pins (see the Makefile).
+VENDOR = ROOT / ".venv" / "vendor"
+if VENDOR.is_dir() and str(VENDOR) not in sys.path:
+    sys.path.append(str(VENDOR))
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes in kernel tracebacks
 _executed: dict[str, dict] = {}
 _seconds: dict[str, float] = {}
 
@@ -36,11 +43,21 @@ def execute_notebook(stem: str, out_dir: Path) -> dict:
         papermill.execute_notebook(str(source), str(output), parameters={"PROFILE": "smoke"},
                                    kernel_name="python3", cwd=str(source.parent), progress_bar=False)
     except PapermillExecutionError as error:
-        raise NotebookFailed(f"{stem}.ipynb failed in cell {error.exec_count} "
-                             f"(executed copy: {output}):\n{error.source}\n{error.ename}: {error.evalue}") from None
+        raise NotebookFailed(f"{stem}.ipynb failed in {_locate(source, error.source)} (executed copy: "
+                             f"{output}):\n{error.source}\n{error.ename}: {error.evalue}\n"
+                             f"{ANSI.sub('', ''.join(error.traceback[-3:]))}") from None
     finally:
         _seconds[stem] = time.perf_counter() - start
     return read_records(output)
+
+
+def _locate(notebook: Path, failed_source: str) -> str:
+    """'cell [i]' (its index in the source notebook, as nbformat counts) of the cell that failed."""
+    import nbformat
+
+    cells = nbformat.read(notebook, as_version=4).cells
+    where = [i for i, cell in enumerate(cells) if cell.source == failed_source]
+    return f"cell [{where[0]}]" if where else "a cell"
 
 
 @pytest.fixture(autouse=True)

@@ -36,10 +36,14 @@ def test_pgd_lowers_accuracy_at_least_as_much_as_fgsm(records):
     for model in ("baseline", "advtrained"):
         fgsm, pgd = curves[model]["FGSM"], curves[model]["PGD"]
         assert fgsm[0] == pgd[0], "eps=0 is the clean accuracy for both attacks"
-        for eps, f, p in zip(records["ch04_curve_eps"][1:], fgsm[1:], pgd[1:]):
-            assert p <= f, f"{model}, eps={eps}: PGD accuracy {p} above FGSM accuracy {f}"
         i = at_eps(records, records["ch04_eps"])
+        assert pgd[i] <= fgsm[i], f"{model}, eps={records['ch04_eps']}: PGD {pgd[i]} above FGSM {fgsm[i]}"
         assert fgsm[i] < fgsm[0] and pgd[i] < pgd[0]
+        # Elsewhere on the curve PGD is not guaranteed to win image by image (its steps are smaller
+        # than FGSM's single one); allow the flip of a couple of images, which varies between CPUs.
+        slack = 2 / records["ch04_curve_size"]
+        for eps, f, p in zip(records["ch04_curve_eps"][1:], fgsm[1:], pgd[1:]):
+            assert p <= f + slack, f"{model}, eps={eps}: PGD accuracy {p} above FGSM accuracy {f}"
 
 
 def test_adversarial_training_raises_adversarial_accuracy(records):

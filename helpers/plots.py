@@ -165,9 +165,11 @@ def confusion(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[st
     return banner(fig, caption)
 
 
-def results_table(rows: Sequence[Mapping[str, Any]], percent: Sequence[str] = (), index: str | None = None):
+def results_table(rows: Sequence[Mapping[str, Any]], percent: Sequence[str] = (), index: str | None = None,
+                  caption: str | None = None):
     """A styled pandas table of result rows; columns in `percent` are shown as percentages.
 
+    `caption` (e.g. a dataset's caption, which says when the data are stand-ins) is shown above it.
     Its HTML id is derived from the table's labels and its plain-text form is the table itself,
     so a stored notebook output does not change between runs (pandas would use a random id and
     an object address).
@@ -186,7 +188,8 @@ def results_table(rows: Sequence[Mapping[str, Any]], percent: Sequence[str] = ()
         frame = frame.set_index(index)
     labels = "|".join(map(str, [*frame.columns, *frame.index, *frame.iloc[:, 0].astype(str)]))
     uuid = "results-" + hashlib.sha1(labels.encode()).hexdigest()[:8]
-    return ResultsTable(frame, uuid=uuid).format({c: "{:.2%}" for c in percent if c in frame.columns}, na_rep="-")
+    table = ResultsTable(frame, uuid=uuid, caption=caption)
+    return table.format({c: "{:.2%}" for c in percent if c in frame.columns}, na_rep="-")
 
 
 def show(fig: plt.Figure) -> None:

@@ -1,6 +1,7 @@
 """Profiles (smoke / cpu / full), seeding, device choice and the one set-up call of every chapter."""
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import random
@@ -195,10 +196,16 @@ class Setup:
         return self.data == "standin"
 
     def checkpoint(self, name: str) -> str | None:
-        """Path of a resumable checkpoint for `name` (None in smoke: those runs take seconds)."""
+        """Path of a resumable checkpoint for `name` (None in smoke: those runs take seconds).
+
+        The name ends with a hash of the chapter's settings and the data source, so a run with
+        other settings or data never resumes from (or reuses) this one's weights.
+        """
         if self.profile == "smoke":
             return None
-        return os.path.join(checkpoint_dir(), f"ch{self.chapter}-{self.profile}-seed{self.seed}-{name}.pt")
+        key = repr((sorted(vars(self.settings).items()), self.data))
+        tag = hashlib.sha1(key.encode()).hexdigest()[:8]
+        return os.path.join(checkpoint_dir(), f"ch{self.chapter}-{self.profile}-seed{self.seed}-{name}-{tag}.pt")
 
 
 def checkpoint_dir() -> str:

@@ -1,6 +1,7 @@
 """The book's one training loop (`fit`), evaluation, early stopping and atomic, resumable checkpoints."""
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from contextlib import nullcontext
@@ -130,30 +131,47 @@ def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[
     return x, y.to(device, non_blocking=True)
 
 
-def _check_batch(outputs: torch.Tensor, y: torch.Tensor, track_accuracy: bool) -> None:
-    if track_accuracy and outputs.ndim == 2 and len(y) and (int(y.min()) < 0 or int(y.max()) >= outputs.shape[1]):
+def _check_labels(outputs: torch.Tensor, y_cpu: torch.Tensor, track_accuracy: bool) -> None:
+    """Labels out of range for the model's outputs: a clear error (checked on the CPU copy: no GPU sync)."""
+    if track_accuracy and outputs.ndim == 2 and len(y_cpu) and (
+            int(y_cpu.min()) < 0 or int(y_cpu.max()) >= outputs.shape[1]):
         raise ValueError(f"labels must lie in 0..{outputs.shape[1] - 1} for a model with "
-                         f"{outputs.shape[1]} outputs; found {int(y.min())}..{int(y.max())}")
+                         f"{outputs.shape[1]} outputs; found {int(y_cpu.min())}..{int(y_cpu.max())}")
+
+
+def _grad_scaler() -> Any:
+    """A CUDA GradScaler on any torch >= 2.2 (torch.amp.GradScaler('cuda') only exists from 2.3)."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda")
+    return torch.cuda.amp.GradScaler()
 
 
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                 loss_fn: Callable, adversary: Adversary | None = None,
-                scaler: torch.amp.GradScaler | None = None, track_accuracy: bool = True,
+                scaler: Any = None, track_accuracy: bool = True,
                 bar: Any = None) -> tuple[float, float]:
-    """One pass over `loader`: (optional adversarial replacement), forward, backward, step. Returns loss, acc."""
+    """One pass over `loader`: (optional adversarial replacement), forward, backward, step. Returns loss, acc.
+
+    Sums stay on the device and are read once at the end: reading a GPU number every batch
+    would make the CPU wait for the GPU at every step. For the same reason a non-finite loss
+    is caught after each batch on the CPU, but only at the end of the epoch on a GPU.
+    """
     device = _model_device(model)
+    check_each_batch = device.type != "cuda"
     model.train()
-    total_loss, correct, seen = 0.0, 0, 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
     autocast = (torch.autocast("cuda", dtype=torch.float16) if scaler is not None else nullcontext())
-    for x, y in loader:
-        x, y = _to_device(x, y, device)
+    for x, y_cpu in loader:
+        x, y = _to_device(x, y_cpu, device)
         if adversary is not None:
             x = adversary(model, x, y)
         with autocast:
             outputs = model(x)
-            _check_batch(outputs, y, track_accuracy)
+            _check_labels(outputs, y_cpu, track_accuracy)
             loss = loss_fn(outputs, y)
-        if not torch.isfinite(loss):
+        if check_each_batch and not torch.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss.item()}")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -163,13 +181,16 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
         else:
             loss.backward()
             optimizer.step()
-        total_loss += loss.item() * len(y)
+        loss_sum += loss.detach() * len(y)
         seen += len(y)
         if track_accuracy:
-            correct += (outputs.argmax(1) == y).sum().item()
+            correct += (outputs.detach().argmax(1) == y).sum()
         if bar is not None:
             bar.update(1)
-    return total_loss / max(seen, 1), correct / max(seen, 1)
+    mean_loss = loss_sum.item() / max(seen, 1)
+    if not math.isfinite(mean_loss):
+        raise FloatingPointError(f"the mean loss of the epoch became {mean_loss}")
+    return mean_loss, correct.item() / max(seen, 1)
 
 
 def evaluate(model: nn.Module, loader: DataLoader, loss_fn: Callable | None = None,
@@ -179,22 +200,24 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: Callable | None = No
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
     was_training = model.training
     model.eval()
-    total_loss, correct, seen = 0.0, 0, 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
     try:
-        for x, y in loader:
-            x, y = _to_device(x, y, device)
+        for x, y_cpu in loader:
+            x, y = _to_device(x, y_cpu, device)
             if attack is not None:
                 x = attack(model, x, y).detach()
             with torch.no_grad():
                 outputs = model(x)
-                _check_batch(outputs, y, track_accuracy)
-                total_loss += loss_fn(outputs, y).item() * len(y)
+                _check_labels(outputs, y_cpu, track_accuracy)
+                loss_sum += loss_fn(outputs, y).double() * len(y)
                 if track_accuracy:
-                    correct += (outputs.argmax(1) == y).sum().item()
+                    correct += (outputs.argmax(1) == y).sum()
             seen += len(y)
     finally:
         model.train(was_training)
-    return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1)}
+    return {"loss": loss_sum.item() / max(seen, 1), "acc": correct.item() / max(seen, 1)}
 
 
 @torch.no_grad()
@@ -233,7 +256,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     device = _model_device(model)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    scaler = torch.amp.GradScaler("cuda") if (amp and device.type == "cuda") else None
+    scaler = _grad_scaler() if (amp and device.type == "cuda") else None
     history, start = History(), 1
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 

@@ -59,3 +59,26 @@ def test_seed_everything_repeats_random_draws():
     assert torch.equal(a, torch.rand(3))
     with pytest.raises(ValueError):
         helpers.seed_everything(-1)
+
+
+def test_checkpoint_names_change_with_settings_and_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("HELPERS_CHECKPOINT_DIR", str(tmp_path))
+    run = helpers.setup("cpu", chapter="01", seed=0, data="standin", quiet=True)
+    path = run.checkpoint("mlp")
+    assert path.startswith(str(tmp_path)) and path == run.checkpoint("mlp")
+    run.settings.epochs += 1  # another recipe must not resume from this one's weights
+    assert run.checkpoint("mlp") != path
+    other_data = helpers.setup("cpu", chapter="01", seed=0, data=str(tmp_path), quiet=True)
+    assert other_data.checkpoint("mlp") != path
+
+
+def test_threads_come_from_the_environment_only(monkeypatch):
+    from helpers.profile import DEFAULT_THREADS, cpu_threads
+
+    monkeypatch.delenv("HELPERS_THREADS", raising=False)
+    assert cpu_threads() == DEFAULT_THREADS
+    monkeypatch.setenv("HELPERS_THREADS", "1")
+    assert cpu_threads() == 1
+    monkeypatch.setenv("HELPERS_THREADS", "two")
+    with pytest.raises(ValueError, match="HELPERS_THREADS"):
+        cpu_threads()

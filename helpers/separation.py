@@ -318,6 +318,9 @@ def _check_k(k: int | None, d: int) -> int:
 
 
 BIG_INDEX = torch.iinfo(torch.long).max
+TREE_DIMS = 10  # k-d trees find nearest neighbours fast in few dimensions only
+TREE_MIN_ENTRIES = 64  # a tree per candidate pays off from this many entries
+TREE_BAND = 1e-9  # relative bound on how far a k-d tree's squared distance may differ from ours
 
 
 def _nearest_in_group_1d(v: torch.Tensor, group: torch.Tensor, orig: torch.Tensor
@@ -395,6 +398,7 @@ class _ForwardRanker:
     def __init__(self, z: torch.Tensor, labels: torch.Tensor, tile: int, list_size: int, block: int,
                  window: int, window_steps: int, chunk: int):
         self.z, self.labels = z, labels
+        self.trees = True  # False: never use k-d trees (the tests compare both paths)
         self.zt = z.T.contiguous()  # one row per feature: a candidate's values are read contiguously
         self.n, self.d = z.shape
         self.dev = z.device
@@ -773,7 +777,56 @@ class _ForwardRanker:
         return st
 
     def _full_rows(self, rows: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """Level 5: each entry's nearest neighbour over its whole row (rows must be synced)."""
+        """Level 5: each entry's nearest neighbour over its whole row (rows must be synced).
+
+        While few features are selected, a k-d tree per candidate (scipy's cKDTree, on the CPU)
+        proposes each row's nearest neighbours far faster than a scan of the whole row; its
+        proposals are re-measured in the definition's arithmetic and accepted only when no
+        other sample can be as near (else the entry falls back to the full row).
+        """
+        out = torch.full((len(rows),), -1, dtype=torch.int8, device=self.dev)
+        if self._trees_apply():
+            self._tree_rows(rows, features, out)
+        rest = (out < 0).nonzero().flatten()
+        if len(rest):
+            out[rest] = self._scan_full_rows(rows[rest], features[rest])
+        return out
+
+    def _trees_apply(self) -> bool:
+        """k-d trees are used on the CPU while a candidate's space has at most TREE_DIMS dimensions."""
+        return self.trees and self.dev.type == "cpu" and len(self.selected) + 1 <= TREE_DIMS
+
+    def _tree_rows(self, rows: torch.Tensor, features: torch.Tensor, out: torch.Tensor,
+                   neighbours: int = 4) -> None:
+        """Entries settled through a k-d tree of (selected features + candidate); others stay -1 in `out`."""
+        from scipy.spatial import cKDTree
+
+        selected = self.z[:, self.selected].numpy()
+        k = min(neighbours + 1, self.n)
+        feature_of, entries = torch.unique(features, return_inverse=True)
+        counts = torch.bincount(entries, minlength=len(feature_of))
+        for position in (counts >= TREE_MIN_ENTRIES).nonzero().flatten().tolist():
+            where = (entries == position).nonzero().flatten()
+            r, f = rows[where], int(feature_of[position])
+            column = self.zt[f]
+            points = np.concatenate([selected, column.numpy()[:, None]], axis=1)
+            approx, index = cKDTree(points).query(points[r.numpy()], k=k)
+            index = torch.from_numpy(index)
+            diff = column[r, None] - column[index]
+            exact = self.dist[r[:, None], index] + diff * diff  # self is inf on the diagonal
+            best = exact.min(1).values
+            nearest = torch.where(exact == best[:, None], index, BIG_INDEX).min(1).values
+            # Every unproposed sample's tree distance is at least the last proposal's; the tree's
+            # arithmetic differs from ours by far less than TREE_BAND (relative).
+            farthest = torch.from_numpy(approx[:, -1]) ** 2
+            proven = farthest * (1 - TREE_BAND) > best
+            done = where[proven]
+            out[done] = (self.labels[nearest[proven]] == self.labels[r[proven]]).to(torch.int8)
+            self.count("tree_entries", len(where))
+            self.count("tree_proven", int(proven.sum()))
+
+    def _scan_full_rows(self, rows: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Each entry's nearest neighbour by a scan of its whole distance row."""
         out = torch.empty(len(rows), dtype=torch.int8, device=self.dev)
         per_chunk = max(1, (1 << 22) // self.n)
         for start in range(0, len(rows), per_chunk):
@@ -809,7 +862,9 @@ def forward_ranking(x, y, k: int | None = None, *, normalize: bool = True,
        suggests are wrong (proving a few wrong is often enough to drop a candidate), then a scan
        of the sorted lists in growing blocks that stops once the next listed distance exceeds
        what was found, then the same scan on long lists built for the rows concerned (when
-       enough candidates share them), and finally full rows.
+       enough candidates share them), and finally full rows (while at most TREE_DIMS features
+       are in play, a k-d tree per candidate proposes the nearest neighbours instead, re-measured
+       exactly and accepted only when provably nearest).
     3. The first `window_steps` steps are low-dimensional: a window of `window` nearest values
        along the candidate (each feature's order is sorted once) bounds every other sample.
        Samples equal on all selected features (common with ReLU zeros) are searched exactly by

@@ -57,6 +57,16 @@ def test_forward_ranking_equals_naive_references(kind, seed):
         assert fast.si == naive.si, kwargs
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_k_d_tree_path_is_exact(kind, monkeypatch):
+    monkeypatch.setattr(sep, "TREE_MIN_ENTRIES", 1)  # trees for every candidate that reaches full rows
+    x, y = dataset(kind, 60, 8, 5)
+    naive = sep.naive_forward_ranking(x, y)
+    fast = sep.forward_ranking(x, y, progress=False, list_size=1, window=0, block=1)
+    assert fast.stats.get("tree_entries", 0) > 0, "the k-d tree path was not exercised"
+    assert fast.order == naive.order and fast.si == naive.si
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_forward_ranking_exact_on_larger_class_structured_data(seed):
     g = torch.Generator().manual_seed(seed)

@@ -318,7 +318,7 @@ def _check_k(k: int | None, d: int) -> int:
 
 
 BIG_INDEX = torch.iinfo(torch.long).max
-TREE_DIMS = 10  # k-d trees find nearest neighbours fast in few dimensions only
+TREE_DIMS = 12  # k-d trees find nearest neighbours fast in few dimensions only
 TREE_MIN_ENTRIES = 64  # a tree per candidate pays off from this many entries
 TREE_BAND = 1e-9  # relative bound on how far a k-d tree's squared distance may differ from ours
 
@@ -839,7 +839,7 @@ class _ForwardRanker:
 
 
 def forward_ranking(x, y, k: int | None = None, *, normalize: bool = True,
-                    device: torch.device | str | None = None, tile: int = 64, list_size: int = 16,
+                    device: torch.device | str | None = None, tile: int = 64, list_size: int = 24,
                     block: int = 8, window: int = 8, window_steps: int = 3, chunk: int = 1 << 14,
                     progress: bool | None = None) -> Ranking:
     """Greedy forward ranking of features by SI; exact (same order and curve as `naive_forward_ranking`).

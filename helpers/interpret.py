@@ -249,16 +249,18 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Target = None, patch: i
               fill: float | torch.Tensor = 0.5, batch_size: int = 128) -> torch.Tensor:
     """Occlusion sensitivity (N, H, W): drop in the target-class probability when a patch covers each pixel.
 
-    A patch x patch square of `fill` slides with `stride`; each pixel gets the mean drop of the
-    patches that covered it (positive: hiding it hurt the class). `fill` is a value, a per-channel
+    A patch x patch square of `fill` slides with `stride` (<= patch), plus one last position touching
+    the bottom and right borders; each pixel gets the mean drop of the patches that covered it
+    (positive: hiding it hurt the class). `fill` is a value, a per-channel
     (C, 1, 1) tensor or an image-shaped tensor. Cost: one forward per position and image.
     """
     x = as_batch(x).to(model_device(model))
     n, _, height, width = x.shape
     if not (isinstance(patch, int) and 1 <= patch <= min(height, width)):
         raise ValueError(f"patch must be an int in 1..{min(height, width)} for {height}x{width} images, got {patch}")
-    if not (isinstance(stride, int) and stride >= 1):
-        raise ValueError(f"stride must be a positive int, got {stride}")
+    if not (isinstance(stride, int) and 1 <= stride <= patch):
+        raise ValueError(f"stride must be an int in 1..patch (= {patch}), got {stride}: a larger stride "
+                         f"leaves pixels between the patches that no patch ever covers")
     fill = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
     fill = fill.expand_as(x) if fill.ndim < 4 else fill
     if fill.shape != x.shape:
@@ -438,10 +440,13 @@ def overlay(images: torch.Tensor, heatmaps: torch.Tensor, titles: Sequence[str] 
 
 def explore(model: nn.Module, images: torch.Tensor, labels: Sequence[int] | torch.Tensor, classes: Sequence[str],
             layers: Sequence[Layer], caption: str | None = None, size: float = 1.7) -> None:
-    """Grad-CAM by image, class and layer: a static grid (first image: layers x its 3 likeliest classes), then live pickers."""
-    from IPython.display import display
+    """Grad-CAM by image, class and layer: a static grid (first image: layers x its 3 likeliest classes), then live pickers.
 
+    The pickers (helpers.widgets.interactive) draw the chosen Grad-CAM and guided Grad-CAM only
+    when a control changes, so a headless run computes the static grid alone.
+    """
     from .plots import _as_image, banner, show
+    from .widgets import interactive
 
     images = as_batch(images).detach().cpu()
     labels = torch.as_tensor(labels).flatten().tolist()
@@ -451,7 +456,7 @@ def explore(model: nn.Module, images: torch.Tensor, labels: Sequence[int] | torc
     if probs.shape[1] != len(classes):
         raise ValueError(f"the model has {probs.shape[1]} outputs but {len(classes)} class names were given")
 
-    def draw(ax: plt.Axes, index: int, klass: int, layer: str) -> None:
+    def draw_cam(ax: plt.Axes, index: int, klass: int, layer: str) -> None:
         img = _as_image(images[index])
         cam = grad_cam(model, images[index], layer, klass)[0].cpu().numpy()
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
@@ -463,39 +468,33 @@ def explore(model: nn.Module, images: torch.Tensor, labels: Sequence[int] | torc
     fig, axes = plt.subplots(len(names), len(top), figsize=(size * len(top), size * len(names)), squeeze=False)
     for r, layer in enumerate(names):
         for c, klass in enumerate(top):
-            draw(axes[r, c], 0, klass, layer)
+            draw_cam(axes[r, c], 0, klass, layer)
     fig.suptitle(f"image 0 (true: {classes[labels[0]]}): Grad-CAM per layer (rows) and class (columns)", fontsize=9)
     fig.tight_layout()
     show(banner(fig, caption))
+
+    def figure(image: int, klass: int, layer: str) -> plt.Figure:
+        fig, axes = plt.subplots(1, 3, figsize=(3 * size * 1.4, size * 1.6))
+        img = _as_image(images[image])
+        axes[0].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+        axes[0].set_title(f"true: {classes[labels[image]]}", fontsize=8)
+        axes[0].axis("off")
+        draw_cam(axes[1], image, klass, layer)
+        guided = guided_grad_cam(model, images[image], layer, klass)
+        axes[2].imshow(_as_image(gradient_image(guided)[0]), vmin=0, vmax=1, interpolation="nearest")
+        axes[2].set_title("guided Grad-CAM", fontsize=8)
+        axes[2].axis("off")
+        return fig
+
     try:
         import ipywidgets as widgets
     except ImportError:
         return
-    image = widgets.IntSlider(value=0, min=0, max=len(images) - 1, description="image", continuous_update=False)
-    klass = widgets.Dropdown(options=[(name, i) for i, name in enumerate(classes)], value=top[0], description="class")
-    layer = widgets.Dropdown(options=names, value=names[-1], description="layer")
-    output = widgets.Output()
-
-    def redraw(change: Any = None) -> None:
-        with output:
-            output.clear_output(wait=True)
-            fig, axes = plt.subplots(1, 3, figsize=(3 * size * 1.4, size * 1.6))
-            img = _as_image(images[image.value])
-            axes[0].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-            axes[0].set_title(f"true: {classes[labels[image.value]]}", fontsize=8)
-            axes[0].axis("off")
-            draw(axes[1], image.value, klass.value, layer.value)
-            guided = guided_grad_cam(model, images[image.value], layer.value, klass.value)
-            axes[2].imshow(_as_image(gradient_image(guided)[0]), vmin=0, vmax=1, interpolation="nearest")
-            axes[2].set_title("guided Grad-CAM", fontsize=8)
-            axes[2].axis("off")
-            show(fig)
-
-    for control in (image, klass, layer):
-        control.observe(redraw, names="value")
-    redraw()
-    display(widgets.VBox([widgets.HTML("<i>Interactive version (live notebook only):</i>"),
-                          widgets.HBox([image, klass, layer]), output]))
+    interactive(figure, {
+        "image": widgets.IntSlider(value=0, min=0, max=len(images) - 1, description="image", continuous_update=False),
+        "klass": widgets.Dropdown(options=[(name, i) for i, name in enumerate(classes)], value=top[0],
+                                  description="class"),
+        "layer": widgets.Dropdown(options=names, value=names[-1], description="layer")}, draw_now=False)
 
 
 # ---------------------------------------------------------------- monitoring training

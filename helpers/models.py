@@ -133,12 +133,17 @@ class VGG16(nn.Module):
 
     `width` scales the convolution channels and `hidden` the classifier for fast smoke runs;
     width=1, hidden=4096 gives torchvision's model (134,301,514 parameters for 10 classes).
+    batchnorm=True puts a BatchNorm2d after each convolution *inside the convolution's slot*
+    (features[i] = Sequential(conv, bn)), so the 31 modules and their indices stay VGG-16's.
+    Weights keep PyTorch's default initialisation; `torchvision_init_` applies torchvision's.
     """
 
     def __init__(self, num_classes: int = 10, width: float = 1.0, hidden: int = 4096,
                  dropout: float = 0.5, mean: Sequence[float] = (0.5, 0.5, 0.5),
-                 std: Sequence[float] = (0.5, 0.5, 0.5)):
+                 std: Sequence[float] = (0.5, 0.5, 0.5), batchnorm: bool = False):
         super().__init__()
+        if width <= 0 or hidden < 1:
+            raise ValueError(f"width must be > 0 and hidden >= 1, got width={width}, hidden={hidden}")
         self.normalize = Normalize(mean, std)
         layers: list[nn.Module] = []
         cin = 3
@@ -147,18 +152,50 @@ class VGG16(nn.Module):
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             else:
                 cout = max(4, int(round(item * width)))
-                layers += [nn.Conv2d(cin, cout, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+                conv = nn.Conv2d(cin, cout, kernel_size=3, padding=1)
+                layers += [nn.Sequential(conv, nn.BatchNorm2d(cout)) if batchnorm else conv, nn.ReLU(inplace=True)]
                 cin = cout
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-        self.classifier = nn.Sequential(
-            nn.Linear(cin * 7 * 7, hidden), nn.ReLU(True), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes))
+        self.classifier = vgg_classifier(cin * 7 * 7, hidden, dropout, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(self.normalize(x))
         return self.classifier(torch.flatten(self.avgpool(x), 1))
+
+
+def vgg_classifier(in_features: int = 512 * 7 * 7, hidden: int = 4096, dropout: float = 0.5,
+                   num_classes: int = 10) -> nn.Sequential:
+    """VGG-16's classifier: Linear-ReLU-Dropout twice, then Linear to the classes (torchvision's layout)."""
+    return nn.Sequential(
+        nn.Linear(in_features, hidden), nn.ReLU(True), nn.Dropout(dropout),
+        nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(dropout),
+        nn.Linear(hidden, num_classes))
+
+
+def torchvision_init_(model: nn.Module) -> nn.Module:
+    """torchvision's VGG initialisation, in place: He-normal (fan-out) convolutions, N(0, 0.01) linear layers, zero biases."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0, 0.01)
+            nn.init.zeros_(module.bias)
+    return model
+
+
+def vgg_optimizer(parameters, name: str, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """The VGG recipe's optimiser: "sgd" (momentum 0.9, the original) or "adam" (short smoke runs), with L2 weight decay."""
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"Unknown optimiser {name!r}; choose 'sgd' or 'adam'.")
 
 
 class SimpleNet(nn.Module):

@@ -157,22 +157,23 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         # epochs without a better validation accuracy; SI on 10% of train (5,000) and test (1,000); cut after
         # module 23; heads of 4,096 with dropout 0.2. The frozen classifier and the heads reuse the recipe.
         # Smoke/cpu: a narrow VGG-16 without normalisation barely leaves chance in a few CPU epochs, so each
-        # conv slot also holds a BatchNorm2d (same 31 modules, as in chapter 7) and the optimiser is Adam.
+        # conv slot also holds a BatchNorm2d (same 31 modules, as in chapter 7) and the optimiser is Adam (no weight
+        # decay). single_feature_sample: single features whose SI checks the ranking curve's first point.
         "smoke": dict(train_size=3000, test_size=500, val_fraction=0.1, split_seed=42, batch_size=32,
                       eval_batch=256, width=0.125, hidden=128, dropout=0.0, batchnorm=True, optimizer="adam",
-                      lr=1e-3, weight_decay=5e-4, step_size=6, epochs=8, patience=20, frozen_epochs=4, si_train=400,
+                      lr=1e-3, weight_decay=0.0, step_size=6, epochs=8, patience=20, frozen_epochs=4, si_train=400,
                       si_test=200, cut=23, exact_check_samples=120, exact_check_features=10, head_hidden=128,
-                      head_dropout=0.2, head_epochs=6, cache_features=True),
+                      head_dropout=0.2, head_epochs=6, cache_features=True, single_feature_sample=256),
         "cpu": dict(train_size=10000, test_size=2000, val_fraction=0.1, split_seed=42, batch_size=64,
                     eval_batch=512, width=0.25, hidden=512, dropout=0.5, batchnorm=True, optimizer="adam",
-                    lr=1e-3, weight_decay=5e-4, step_size=20, epochs=30, patience=8, frozen_epochs=15, si_train=2000,
+                    lr=1e-3, weight_decay=0.0, step_size=20, epochs=30, patience=8, frozen_epochs=15, si_train=2000,
                     si_test=500, cut=23, exact_check_samples=200, exact_check_features=12, head_hidden=1024,
-                    head_dropout=0.2, head_epochs=15, cache_features=True),
+                    head_dropout=0.2, head_epochs=15, cache_features=True, single_feature_sample=128),
         "full": dict(train_size=None, test_size=None, val_fraction=0.1, split_seed=42, batch_size=128,
                      eval_batch=512, width=1.0, hidden=4096, dropout=0.5, batchnorm=False, optimizer="sgd", lr=0.01,
                      weight_decay=5e-4, step_size=50, epochs=200, patience=20, frozen_epochs=200, si_train=5000,
                      si_test=1000, cut=23, exact_check_samples=200, exact_check_features=12, head_hidden=4096,
-                     head_dropout=0.2, head_epochs=200, cache_features=False),
+                     head_dropout=0.2, head_epochs=200, cache_features=False, single_feature_sample=64),
     },
     # Each chapter adds its own "NN": {"smoke": ..., "cpu": ..., "full": ...} entry above this line.
 }

@@ -1,7 +1,7 @@
 """Interactive controls (ipywidgets) that always come with a static fallback figure."""
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 from IPython.display import display
@@ -25,6 +25,35 @@ def static_panels(draw: Callable[[Any, plt.Axes], None], values: Sequence[Any], 
     return banner(fig, caption)
 
 
+def interactive(figure: Callable[..., plt.Figure], controls: Mapping[str, Any], draw_now: bool = True) -> None:
+    """Live notebook only: `controls` (ipywidgets, by keyword) above an area showing figure(**their values), redrawn on change.
+
+    draw_now=False draws nothing until a control changes (the static figure shown before stands
+    for the first view), so that headless runs (papermill, nbval, the book build) compute nothing.
+    Without ipywidgets installed this does nothing: the static figure is the whole output.
+    """
+    try:
+        import ipywidgets as widgets
+    except ImportError:
+        return
+    from .plots import show
+
+    output = widgets.Output()
+
+    def redraw(change: Any = None) -> None:
+        with output:
+            output.clear_output(wait=True)
+            show(figure(**{name: control.value for name, control in controls.items()}))
+
+    for control in controls.values():
+        control.observe(redraw, names="value")
+    if draw_now:
+        redraw()
+    note = "" if draw_now else " change a control to draw"
+    display(widgets.VBox([widgets.HTML(f"<i>Interactive version (live notebook only):{note}</i>"),
+                          widgets.HBox(list(controls.values())), output]))
+
+
 def slider(draw: Callable[[Any, plt.Axes], None], values: Sequence[Any], label: str,
            static_values: Sequence[Any] | None = None, caption: str | None = None,
            size: float = 3.0) -> None:
@@ -37,17 +66,11 @@ def slider(draw: Callable[[Any, plt.Axes], None], values: Sequence[Any], label: 
     except ImportError:
         return
 
-    output = widgets.Output()
+    def figure(value: Any) -> plt.Figure:
+        fig, ax = plt.subplots(figsize=(size * 1.5, size * 1.5))
+        draw(value, ax)
+        return fig
+
     control = widgets.SelectionSlider(options=list(values), value=values[len(values) // 2],
                                       description=label, continuous_update=False)
-
-    def redraw(change: Any = None) -> None:
-        with output:
-            output.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(size * 1.5, size * 1.5))
-            draw(control.value, ax)
-            show(fig)
-
-    control.observe(redraw, names="value")
-    redraw()
-    display(widgets.VBox([widgets.HTML("<i>Interactive version (live notebook only):</i>"), control, output]))
+    interactive(figure, {"value": control})

@@ -62,11 +62,19 @@ def test_training_timeline_records_every_epoch_and_learns(records):
 
 
 def test_failing_run_is_visible_in_its_snapshots(records):
-    failing = records["ch07_failing"]
-    assert failing["val_acc"] < 2 * records["ch07_chance"]
-    assert failing["distinct_predictions"] <= 2
-    assert failing["cam_max"] == 0.0, "no evidence for any class: Grad-CAM is all zeros"
-    assert failing["dead_fraction"] > records["ch07_healthy_dead_fraction"]
+    failing, chance = records["ch07_failing"], records["ch07_chance"]
+    if failing["diverged"]:
+        # the loss overflowed to inf/NaN: fit stopped early and said so (the chapter's prose covers
+        # this case); the snapshots stop at the last completed epoch
+        assert failing["epochs_completed"] < records["ch07_failing_epochs"]
+        return
+    assert failing["epochs_completed"] == records["ch07_failing_epochs"]
+    assert failing["val_acc"] < 2 * chance, "the failing run must stay near chance"
+    # Grad-CAM nearly flat: most of the fixed images' maps have no peak at all
+    assert failing["flat_maps"] >= 0.5 * records["ch07_fixed_images"]
+    assert records["ch07_healthy_flat_maps"] < failing["flat_maps"]
+    # and its units are dying, clearly more than the healthy run's
+    assert failing["dead_fraction"] > records["ch07_healthy_dead_fraction"] + 0.25
 
 
 def test_imagenet_section_is_skipped_offline(records):

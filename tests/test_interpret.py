@@ -262,6 +262,8 @@ def test_bad_targets_and_inputs():
         interpret.grad_cam(model, x, "classifier.0")
     with pytest.raises(ValueError, match="patch"):
         interpret.occlusion(model, x, 0, patch=40)
+    with pytest.raises(ValueError, match="no patch ever covers"):  # pixels between the patches would get 0/0
+        interpret.occlusion(model, x, 0, patch=4, stride=5)
 
 
 # ---------------------------------------------------------------- activations, filters, occlusion
@@ -270,7 +272,8 @@ def test_activations_and_forward_to():
     model = vgg()
     x = torch.rand(2, 3, 32, 32)
     acts = interpret.activations(model, x, ["features.0", "features.29", "classifier.6"])
-    assert acts["features.0"].shape == (2, 4, 32, 32) or acts["features.0"].shape[0] == 2
+    assert acts["features.0"].shape == (2, 8, 32, 32)  # 64 channels at width 1/8
+    assert acts["features.29"].shape == (2, 64, 2, 2) and acts["classifier.6"].shape == (2, 10)
     assert (acts["features.0"] < 0).any(), "a conv output before ReLU(inplace=True) keeps its negative values"
     assert torch.allclose(acts["classifier.6"], model(x))
     assert torch.equal(interpret.forward_to(model, "features.4", x), model.features[:5](model.normalize(x)))
@@ -366,3 +369,41 @@ def test_explore_draws_static_panels_and_checks_class_names():
     matplotlib.pyplot.close(fig)
     with pytest.raises(ValueError, match="10 outputs but 3 class names"):
         interpret.explore(model, x, [0, 1], names[:3], ["features.8"])
+
+
+def test_explore_live_view_is_drawn_only_on_demand(monkeypatch):
+    from helpers import widgets
+
+    seen = {}
+    monkeypatch.setattr(widgets, "interactive",
+                        lambda figure, controls, draw_now=True: seen.update(figure=figure, controls=controls,
+                                                                            draw_now=draw_now))
+    model = vgg()
+    x = torch.rand(2, 3, 32, 32)
+    interpret.explore(model, x, [0, 1], [f"class {i}" for i in range(10)], ["features.8", "features.15"])
+    assert seen["draw_now"] is False, "a headless run must not compute the live view"
+    assert set(seen["controls"]) == {"image", "klass", "layer"} and seen["controls"]["layer"].value == "features.15"
+    fig = seen["figure"](image=1, klass=3, layer="features.8")  # what a change of the controls draws
+    assert len(fig.axes) == 3
+    matplotlib.pyplot.close(fig)
+    assert no_hooks_left(model)
+
+
+def test_widgets_interactive_draws_lazily_then_on_every_change():
+    import ipywidgets
+
+    from helpers import widgets
+
+    calls = []
+
+    def figure(value):
+        calls.append(value)
+        return matplotlib.pyplot.figure()
+
+    control = ipywidgets.IntSlider(value=1, min=0, max=5)
+    widgets.interactive(figure, {"value": control}, draw_now=False)
+    assert calls == []
+    control.value = 4
+    assert calls == [4]
+    widgets.interactive(figure, {"value": ipywidgets.IntSlider(value=2)})
+    assert calls == [4, 2]

@@ -364,7 +364,11 @@ def _check_with_model(fn: Callable, name: str, cases: Sequence[ModelCase], refer
         expected = reference(case.build(), *_fresh(case.args), **_fresh(case.kwargs))
         problems = _model_problems(model, before) + _input_problems(args, originals)
         if after:
-            problems += after(model, probe)
+            try:
+                problems += after(model, probe)
+            except Exception as error:  # the function left the model unusable
+                problems.append((f"afterwards the model itself fails ({type(error).__name__}: {_short(error)})",
+                                 "leave the model as you found it: undo every change, also when an error occurs"))
         mismatch = _difference(out, expected, "tensor", atol, rtol, where, shape_hint, nan_hint)
         for message, advice in problems:
             verdict(False, name, f"{where}: {message}", advice)
@@ -407,14 +411,16 @@ def _autograd_backprop() -> tuple[dict[str, float], dict[str, float]]:
 def _gradient_hint(k: str, ratio: float, forward: dict[str, float]) -> str:
     """A conceptual hint for one wrong gradient, from the ratio of the student's value to the right one."""
     slope5 = forward["y5"] * (1 - forward["y5"])
-    close = lambda a, b: math.isfinite(a) and abs(a - b) <= 1e-6 * max(1.0, abs(b))  # noqa: E731
+    close = lambda a, b: math.isfinite(a) and abs(a - b) <= 1e-6 * max(1.0, abs(b))
     if close(ratio, 0.5):
-        return "exactly half of the right value: differentiate this chapter's loss, the squared error without a 1/2 in front"
+        return ("exactly half of the right value: differentiate this chapter's loss, the squared error without a 1/2 "
+                "in front")
     if close(ratio, -1.0):
         return ("the sign is flipped: the error grows as the output moves away from the target - check the "
                 "order of output and target when you differentiate the error")
     if close(ratio, 1 / slope5) or close(ratio, 0.5 / slope5):
-        return "the output unit's sigmoid slope is missing: the error reaches every weight through the sigmoid of unit 5"
+        return ("the output unit's sigmoid slope is missing: the error reaches every weight through the sigmoid of "
+                "unit 5")
     if close(ratio, slope5):
         return "the output unit's sigmoid slope is used twice on this path: each unit's slope enters once"
     if k in HIDDEN:
@@ -492,13 +498,15 @@ def inverted_dropout(fn: Callable) -> bool:
         if torch.allclose(out, h * keep, atol=1e-6):
             hint = "the kept units are not rescaled: their expected value must stay that of h"
         elif torch.allclose(out, h * keep * (1 - p), atol=1e-6):
-            hint = "you shrink the kept units; to keep the expected value they must grow by the inverse of the keep probability"
+            hint = ("you shrink the kept units; to keep the expected value they must grow by the inverse of the keep "
+                    "probability")
         elif torch.allclose(out, h * keep / p, atol=1e-6):
             hint = "p is the probability of *dropping* a unit; the rescaling uses the probability of keeping it"
         elif torch.allclose(out, h * (1 - keep) / (1 - p), atol=1e-6):
             hint = "keep = 1 marks the units that survive; you kept the dropped ones"
         else:
-            hint = "zero the dropped units (keep = 0) and rescale the others so that each unit's expected value stays the same"
+            hint = ("zero the dropped units (keep = 0) and rescale the others so that each unit's expected value "
+                    "stays the same")
         verdict(False, name, f"wrong output for p = {p}", hint)
     ran, out = attempt(fn, name, h.clone(), keep.clone(), 0.5, training=False)
     if not ran:
@@ -507,8 +515,10 @@ def inverted_dropout(fn: Callable) -> bool:
     if problem:
         message, hint = problem
         if isinstance(out, torch.Tensor) and out.shape == h.shape and torch.allclose(out.float(), h * 0.5):
-            hint = "this is the old (non-inverted) dropout's test-time scaling; inverted dropout does all its scaling in training"
-        ok = verdict(False, name, message, hint or "with training=False inverted dropout changes nothing: every unit is used as it is")
+            hint = ("this is the old (non-inverted) dropout's test-time scaling; inverted dropout does all its "
+                    "scaling in training")
+        ok = verdict(False, name, message, hint or "with training=False inverted dropout changes nothing: every "
+                                                   "unit is used as it is")
     if ok:
         verdict(True, name, "training mode (p = 0.5, 0.4, 0.2) and evaluation mode are right")
     return ok
@@ -531,7 +541,7 @@ def label_smoothing(fn: Callable) -> bool:
     g = torch.Generator().manual_seed(0)
     cases = [Case((torch.randn(8, 10, generator=g, dtype=torch.float64), torch.randint(0, 10, (8,), generator=g)),
                   {"epsilon": eps}, f"epsilon = {eps}") for eps in (0.0, 0.1, 0.25)]
-    reference = lambda logits, target, epsilon: F.cross_entropy(logits, target, label_smoothing=epsilon)  # noqa: E731
+    reference = lambda logits, target, epsilon: F.cross_entropy(logits, target, label_smoothing=epsilon)
     variants = [(lambda l, t, epsilon: _smoothing_variant(l, t, epsilon, off_label="K-1"),
                  "this book spreads eps over all K classes, the label included (each gets eps / K on top)"),
                 (lambda l, t, epsilon: _smoothing_variant(l, t, epsilon, batch="sum"),
@@ -588,7 +598,8 @@ def fgsm(fn: Callable) -> bool:
                 (lambda m, x, y, eps: _fgsm_variant(m, x, y, eps, clip=False),
                  "some pixels leave [0, 1]: the adversarial image must stay a valid image"),
                 (lambda m, x, y, eps: _fgsm_variant(m, x, y, eps, use_sign=False),
-                 "FGSM moves every pixel by exactly eps, in the direction of its gradient's sign, not by the gradient itself")]
+                 "FGSM moves every pixel by exactly eps, in the direction of its gradient's sign, not by the "
+                 "gradient itself")]
     return _check_with_model(fn, "fgsm", cases, attacks.fgsm,
                              "one step of size eps per pixel along the sign of the loss gradient with respect to "
                              "the input, then keep the pixels valid; the gradient is taken in eval mode",
@@ -692,7 +703,8 @@ def circle_loss(fn: Callable) -> bool:
                   (lambda e, l, m, gamma: _circle_batch_variant(e, l, m, gamma, softplus=False),
                    "the pooled term is log(1 + ...): the two log-sum-exps go through a softplus"),
                   (lambda e, l, m, gamma: _circle_anchor_variant(e, l, m, gamma),
-                   "reduction='batch' pools all pairs of the batch into one term; this looks like the per-anchor form")],
+                   "reduction='batch' pools all pairs of the batch into one term; this looks like the per-anchor "
+                   "form")],
         "anchor": [(lambda e, l, m, gamma: _circle_anchor_variant(e, l, m, gamma, average="all"),
                     "average only the anchors whose term is non-zero (an anchor without a positive or a negative "
                     "contributes nothing and is left out of the mean)"),
@@ -745,7 +757,8 @@ def circle_loss(fn: Callable) -> bool:
                 (grad,) = torch.autograd.grad(out.sum(), leaf, allow_unused=True)
             except Exception as error:
                 passed = verdict(False, label, f"{where}: backpropagating the loss raised {type(error).__name__}: "
-                                               f"{_short(error)}", "build the loss from differentiable tensor operations")
+                                               f"{_short(error)}",
+                                 "build the loss from differentiable tensor operations")
                 break
             grad = torch.zeros_like(leaf) if grad is None else grad
             problem = _difference(grad, expected_grad, "tensor", 1e-9, 1e-5, where)
@@ -844,7 +857,7 @@ def _constant_feature(seed: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _tied_centroids(seed: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
     """Class 1 is one row r and class 2 two copies of r: their centroids are exactly equal, every distance tied."""
-    x, y = _blobs(8, 3, 1, seed)
+    x, _ = _blobs(8, 3, 1, seed)
     r = x[0] + 1.0
     return torch.cat([x, r[None], r[None], r[None]]), torch.tensor([0] * 8 + [2, 1, 2])
 
@@ -854,6 +867,10 @@ ZSCORE_HINT = ("a feature measured in large units dominates the Euclidean distan
                "deviation)")
 CONSTANT_HINT = ("a constant feature has standard deviation 0: the definition divides by (std + 1e-10), so such a "
                  "feature becomes all zeros (it carries no information) instead of NaN")
+TIE_HINT = ("when several samples are exactly equally close, the one with the lowest index is the nearest "
+            "neighbour; ties only show if distances are exact: measure them from the differences of the features "
+            "(the shortcut |a|^2 + |b|^2 - 2 a.b, used e.g. by torch.cdist on larger inputs, makes equal "
+            "distances come out slightly different)")
 FRACTION_HINT = "the index is a fraction: divide the count of agreeing samples by the number of samples"
 
 
@@ -865,25 +882,19 @@ def separation_index(fn: Callable) -> bool:
     """
     from . import separation
 
-    ties = ("when several samples are exactly equally close, the one with the lowest index is the nearest "
-            "neighbour; measure distances from the differences of the features, exactly (the shortcut "
-            "|a|^2 + |b|^2 - 2 a.b, used e.g. by torch.cdist on larger inputs, makes equal distances come "
-            "out slightly different)")
     x1, y1 = _blobs(30, 4, 3, 1)
     x2, y2 = _blobs(45, 7, 3, 2)
     cases = [Case((x1, y1), label="random blobs", hint="z-score each feature, find each sample's nearest other "
                                                       "sample, count how often it has the same label"),
              Case((x2, torch.tensor([1, 4, 9])[y2]), label="labels 1, 4, 9"),
-             Case(_tie_grid(), label="exact ties on an integer grid", hint=ties),
+             Case(_tie_grid(), label="exact ties on an integer grid", hint=TIE_HINT),
              Case(_duplicates(), label="duplicated rows",
                   hint="an identical copy of a sample is another sample at distance 0: it is the nearest "
                        "neighbour (the copy with the lowest index); only the sample itself is left out"),
              Case(_scaled_feature(), label="one feature x1000", hint=ZSCORE_HINT),
              Case(_constant_feature(), label="a constant feature", hint=CONSTANT_HINT)]
     variants = [(lambda x, y: separation.naive_separation_index(x, y, normalize=False), ZSCORE_HINT),
-                (lambda x, y: _si_variant(x, y, ties="highest"),
-                 "when several samples are exactly equally close, the one with the lowest index is the nearest "
-                 "neighbour (yours takes the highest)"),
+                (lambda x, y: _si_variant(x, y, ties="highest"), TIE_HINT),
                 (lambda x, y: _si_variant(x, y, exclude="none"),
                  "a sample is not its own nearest neighbour: leave the sample itself out"),
                 (lambda x, y: _si_variant(x, y, exclude="zero"),
@@ -992,8 +1003,8 @@ def grad_cam(fn: Callable) -> bool:
     mode with BatchNorm and Dropout, and must be left as it was.
     """
     x, y = _images(3)
-    wide, wide_y = _images(2, seed=2, size=(16, 12))
-    build = lambda: _conv_net(inplace=True)  # noqa: E731
+    wide, _ = _images(2, seed=2, size=(16, 12))
+    build = lambda: _conv_net(inplace=True)
     cases = [ModelCase(build, (x, "conv2", y), label="after a stride-2 conv, given targets"),
              ModelCase(build, (x, "pool", None), label="after max-pooling, predicted class"),
              ModelCase(build, (wide, "conv2", 3), label="16x12 images, target 3")]
@@ -1052,7 +1063,7 @@ def _plain_occlusion(model: nn.Module, x: torch.Tensor, target: Any, patch: int,
 
 
 def occlusion(fn: Callable) -> bool:
-    """Check occlusion(model, x, target, patch, stride, fill=0.0) -> heatmaps (N, H, W) against helpers.interpret.occlusion.
+    """Check occlusion(model, x, target, patch, stride, fill=0.0) -> (N, H, W) against helpers.interpret.occlusion.
 
     The semantics to implement (exactly those of helpers.interpret.occlusion):
     - The model runs in eval mode (its modes restored afterwards), without gradients.
@@ -1074,7 +1085,8 @@ def occlusion(fn: Callable) -> bool:
              ModelCase(_conv_net, (odd, None, 5, 3), {"fill": 0.5}, "overlapping patches on 13x11, predicted class"),
              ModelCase(_conv_net, (one, 3, 3, 2), {"fill": 0.0}, "one image, target 3")]
     variants = [(lambda m, *a, **k: _plain_occlusion(m, *a, **k, quantity="probability"),
-                 "record the *drop* of the target's probability (clean minus occluded), not the occluded probability itself"),
+                 "record the *drop* of the target's probability (clean minus occluded), not the occluded "
+                 "probability itself"),
                 (lambda m, *a, **k: _plain_occlusion(m, *a, **k, quantity="rise"),
                  "the sign is flipped: the drop is the clean probability minus the occluded one, so that "
                  "important regions are positive"),
@@ -1219,7 +1231,8 @@ def run_ablation(fn: Callable) -> bool:
             return False
         if calls or getattr(second, "skipped", None) != 4:
             return verdict(False, name, f"a re-run trained {len(calls)} runs again; all 4 are in the cache",
-                           "before training, look for the saved record of this (study, config, seed, fixed) and reuse it")
+                           "before training, look for the saved record of this (study, config, seed, fixed) and "
+                           "reuse it")
     return verdict(True, name, "every (variant, seed) ran once from its seed, and a re-run used the cache")
 
 
@@ -1251,7 +1264,8 @@ def block_drops(fn: Callable) -> bool:
     if not ran:
         return False
     if not isinstance(drops, dict) or set(drops) != set(blocks):
-        return verdict(False, name, f"returned {_describe(drops)}" + (f" with keys {list(drops)}" if isinstance(drops, dict) else "")
+        keys = f" with keys {list(drops)}" if isinstance(drops, dict) else ""
+        return verdict(False, name, f"returned {_describe(drops)}{keys}"
                        + f"; expected a dict block -> accuracy drop for {blocks}",
                        "one entry per block name: its clean accuracy minus its accuracy with the block ablated")
     not_numbers = [b for b in blocks if _to_number(drops[b]) is None]
@@ -1259,7 +1273,8 @@ def block_drops(fn: Callable) -> bool:
         return verdict(False, name, f"the drop for {not_numbers[0]} is {_describe(drops[not_numbers[0]])}; expected "
                                     f"a number", "each drop is one number: an accuracy difference")
     if any(not torch.equal(before[k], v) for k, v in model.state_dict().items()):
-        return verdict(False, name, "changed the model's weights", "ablate with a forward hook, never by editing weights")
+        return verdict(False, name, "changed the model's weights",
+                       "ablate with a forward hook, never by editing weights")
     try:
         restored = not any(m._forward_hooks for m in model.modules()) and evaluate(model, loader)["acc"] == 1.0
     except Exception:

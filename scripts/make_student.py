@@ -7,7 +7,10 @@ Stubs are derived from the code, so they cannot drift from it:
 - a function defined in a solution cell keeps its signature and docstring; its body becomes a TODO;
 - `from helpers.X import f` + `helpers.show_source(f)` (an algorithm kept in helpers because later
   chapters reuse it) becomes a stub of `f` built from the helper's own signature and docstring;
-- lines starting with `# Hint:` in the solution cell are kept inside the stub.
+- lines starting with `# Hint:` in the solution cell are kept inside a stub, with the comment lines that
+  directly continue them. A hint written inside a function's body stays with that function; a hint at
+  the cell's top level goes to the function it names (`# Hint: cam_from: ...`, the name is then dropped;
+  the following hint lines of the same block go there too), otherwise to the cell's main (last) function.
 """
 from __future__ import annotations
 
@@ -52,21 +55,63 @@ def stub(header: str, docstring: str | None, name: str, hints: list[str]) -> str
     return header + "\n" + textwrap.indent("\n".join(body), "    ")
 
 
+HINT = "# Hint:"
+
+
+def _hint_blocks(lines: list[str]) -> list[tuple[int, list[str]]]:
+    """(line number, lines) of every hint: a `# Hint:` line plus the comment lines directly continuing it."""
+    blocks: list[tuple[int, list[str]]] = []
+    previous_was_hint = False
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if text.startswith(HINT):
+            blocks.append((number, [text]))
+            previous_was_hint = True
+        elif previous_was_hint and text.startswith("#"):
+            blocks[-1][1].append(text)  # a hint continued on the next comment line
+        else:
+            previous_was_hint = False
+    return blocks
+
+
+def _assign_hints(lines: list[str], functions: list[tuple[str, int, int]], names: list[str]
+                  ) -> dict[str, list[str]]:
+    """Each stub's hints: by the function body they sit in, else by a `name:` prefix, else the main function."""
+    hints: dict[str, list[str]] = {name: [] for name in names}
+    owner_of_block: str | None = None
+    last_line = -1
+    for number, block in _hint_blocks(lines):
+        inside = next((name for name, first, last in functions if first <= number <= last), None)
+        if number != last_line + 1:
+            owner_of_block = None  # a new block of hints at the cell's top level
+        last_line = number + len(block) - 1
+        if inside:
+            hints[inside] += block
+            continue
+        body = block[0][len(HINT):].lstrip()
+        prefix, _, rest = body.partition(":")
+        if prefix.strip() in hints and rest:
+            owner_of_block = prefix.strip()
+            block = [f"{HINT} {rest.strip()}"] + block[1:]
+        hints[owner_of_block or names[-1]] += block
+    return hints
+
+
 def student_cell_source(source: str) -> str:
     """The student version of one solution cell."""
     tree = ast.parse(source)
     lines = source.splitlines()
-    hints = [line.strip() for line in lines if line.strip().startswith("# Hint:")]
     stubs: list[tuple[str, str | None, str]] = []  # header, docstring, name
+    functions: list[tuple[str, int, int]] = []  # name, first line, last line of the functions defined here
     shown = {node.args[0].id for node in ast.walk(tree)
              if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "show_source"
              and node.args and isinstance(node.args[0], ast.Name)}
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            segment = "\n".join(lines[min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1:
-                                      node.end_lineno])
-            header, doc = _signature_and_docstring(segment)
+            first = min([d.lineno for d in node.decorator_list] + [node.lineno])
+            header, doc = _signature_and_docstring("\n".join(lines[first - 1: node.end_lineno]))
             stubs.append((header, doc, node.name))
+            functions.append((node.name, first, node.end_lineno))
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("helpers"):
             module = importlib.import_module(node.module)
             for alias in node.names:
@@ -82,8 +127,8 @@ def student_cell_source(source: str) -> str:
                if isinstance(n, ast.Import) or (isinstance(n, ast.ImportFrom)
                                                 and not (n.module or "").startswith("helpers"))]
     head = "\n".join(imports) + "\n\n\n" if imports else ""
-    # the hints belong to the cell's main (last) function
-    texts = [stub(*parts, hints if i == len(stubs) - 1 else []) for i, parts in enumerate(stubs)]
+    hints = _assign_hints(lines, functions, [name for _, _, name in stubs])
+    texts = [stub(header, doc, name, hints[name]) for header, doc, name in stubs]
     return head + "\n\n\n".join(texts) + "\n"
 
 

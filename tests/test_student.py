@@ -1,4 +1,4 @@
-"""The student edition: built from the chapters, every check fails on its stub and passes on the solution."""
+"""The student edition: built from the chapters; every check fails on its stub and on typical mistakes, passes on the solution."""
 from __future__ import annotations
 
 import ast
@@ -69,6 +69,52 @@ def test_check_fails_on_the_stub_and_passes_on_the_solution(path, index, check_n
     assert check(student[fn_name]) is False
     out = capsys.readouterr().out
     assert "not implemented yet" in out and "Hint" in out
+
+
+@pytest.mark.parametrize("path,index,check_name,fn_name", exercises())
+def test_check_fails_typical_mistakes_with_a_hint(path, index, check_name, fn_name, capsys):
+    """2-3 known-wrong implementations per exercise (tests/test_check.py): a failing verdict, a hint, no exception."""
+    from test_check import MISTAKES
+
+    import helpers
+
+    assert check_name in MISTAKES and len(MISTAKES[check_name]) >= 2, f"no typical mistakes for check.{check_name}"
+    for wrong, words in MISTAKES[check_name]:
+        assert getattr(helpers.check, check_name)(wrong) is False
+        out = capsys.readouterr().out
+        assert "\u274c" in out and "Hint:" in out and "Traceback" not in out, out
+        assert words.lower() in out.lower(), f"{words!r} not in:\n{out}"
+
+
+def test_hint_continuation_lines_are_kept():
+    source = ("# Hint: build the target (scatter_\n# helps), then average.\n"
+              "def f(x):\n    \"\"\"Doc.\"\"\"\n    # Hint: inside,\n    #   continued.\n    y = 1  # not a hint\n    return x\n")
+    stub = make_student.student_cell_source(source)
+    for line in ("# Hint: build the target (scatter_", "# helps), then average.", "# Hint: inside,", "#   continued."):
+        assert line in stub
+    assert "not a hint" not in stub and "y = 1" not in stub
+
+
+def test_hints_stay_with_their_function():
+    source = ("# Hint: about g in general.\n"
+              "# Hint: f: f's hint, which\n# Hint: goes on here.\n# Hint: g: g's own hint.\n\n"
+              "def f(x):\n    \"\"\"F.\"\"\"\n    # Hint: inside f.\n    return x\n\n\n"
+              "def g(x):\n    \"\"\"G.\"\"\"\n    return f(x)\n")
+    stub = make_student.student_cell_source(source)
+    f_stub, g_stub = stub.split("def g(")
+    assert "f's hint, which" in f_stub and "goes on here." in f_stub and "inside f." in f_stub
+    assert "# Hint: f:" not in stub  # the owner's name is dropped
+    assert "g's own hint." in g_stub and "about g in general." in g_stub  # unnamed top-level hints: main function
+    assert "g's own hint" not in f_stub and "inside f" not in g_stub
+
+
+def test_chapter_7_cam_from_hints_are_in_the_cam_from_stub():
+    path = next(p for p in NOTEBOOKS if p.name.startswith("07_"))
+    for cell in nbformat.read(path, as_version=4).cells:
+        if "solution" in cell.metadata.get("tags", []) and "cam_from" in cell.source:
+            stub = make_student.student_cell_source(cell.source)
+            cam_from, grad_cam = stub.split("def grad_cam(")
+            assert "spatial mean of the gradients" in cam_from and "spatial mean of the gradients" not in grad_cam
 
 
 def test_committed_student_edition_is_up_to_date(tmp_path):

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attacks import eval_mode  # every module back to its own mode afterwards
+
 Layer = Union[str, nn.Module]
 Target = Union[int, Sequence[int], torch.Tensor, None]
 EPS = 1e-7  # min-max guard, the same as pytorch-grad-cam's scale_cam_image
@@ -85,17 +87,6 @@ def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (CPU for a model without parameters)."""
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put the model in eval mode inside the block; restore its train/eval mode on exit."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:

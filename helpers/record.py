@@ -58,3 +58,48 @@ def read_records(notebook: str | Path) -> dict[str, Any]:
                 except (ValueError, SyntaxError):
                     found[meta["name"]] = text
     return found
+
+
+# ---------------------------------------------------------------- results shared between chapters
+
+def results_path(chapter: str, run: Any) -> Path:
+    """The JSON file holding `chapter`'s results for the profile, data source and seed of `run` (a Setup)."""
+    import hashlib
+    import re
+
+    from .profile import checkpoint_dir
+
+    if not re.fullmatch(r"\d{2}", str(chapter)):
+        raise ValueError(f"chapter must be a two-digit string such as '04', got {chapter!r}")
+    data = run.data if run.data in ("standin", "real") else "npz-" + hashlib.sha1(run.data.encode()).hexdigest()[:8]
+    return Path(checkpoint_dir()) / f"ch{chapter}-{run.profile}-{data}-seed{run.seed}-results.json"
+
+
+def save_results(chapter: str, run: Any, values: dict[str, Any]) -> Path:
+    """Save a chapter's result values (plain numbers and strings) for later chapters; atomic JSON write.
+
+    The file is keyed by chapter, profile, data source and seed, and lives in the checkpoint folder
+    (helpers.profile.checkpoint_dir(), in every profile), so chapter 5 can compare with chapter 4.
+    """
+    from .ablation import save_atomic  # the one atomic JSON writer of helpers
+
+    if not isinstance(values, dict):
+        raise ValueError(f"values must be a dict of plain numbers and strings, got {type(values).__name__}")
+    path = results_path(chapter, run)
+    save_atomic({"chapter": str(chapter), "profile": run.profile, "data": run.data, "seed": run.seed,
+                 "values": _plain(values)}, path)
+    return path
+
+
+def load_results(chapter: str, run: Any) -> dict[str, Any] | None:
+    """The values `save_results` stored for `chapter` with `run`'s profile, data source and seed; None if absent."""
+    path = results_path(chapter, run)
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):  # never run, or unreadable: the caller says "run chapter NN first"
+        return None
+    key = {"chapter": str(chapter), "profile": run.profile, "data": run.data, "seed": run.seed}
+    if not isinstance(saved, dict) or any(saved.get(k) != v for k, v in key.items()):
+        return None
+    values = saved.get("values")
+    return values if isinstance(values, dict) else None

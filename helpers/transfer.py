@@ -93,9 +93,17 @@ def _url_reachable(url: str, timeout: float = PROBE_SECONDS) -> bool:
     return bool(answer and answer[0])
 
 
-def pretrained_available() -> bool:
-    """True iff the ImageNet ResNet-18 weights are cached or their download URL answers (a few seconds at most)."""
-    return os.path.isfile(pretrained_cache_path()) or _url_reachable(_weights().url)
+def pretrained_cached() -> bool:
+    """True iff the ImageNet ResNet-18 weights are already in torch hub's local cache (no network)."""
+    return os.path.isfile(pretrained_cache_path())
+
+
+def pretrained_available(allow_download: bool = True) -> bool:
+    """True iff the ImageNet ResNet-18 weights are cached or (if allow_download) their URL answers within seconds.
+
+    With allow_download=False only the local cache is looked at: the smoke profile never touches the network.
+    """
+    return pretrained_cached() or (allow_download and _url_reachable(_weights().url))
 
 
 class PretrainedResNet18(ResNetBase):
@@ -230,15 +238,29 @@ def adapt_batchnorm(model: nn.Module, data: ImageSet, batch_size: int = 256) -> 
 # ---------------------------------------------------------------- few-label transfer
 
 @torch.no_grad()
-def extract_features(model: nn.Module, data: ImageSet, batch_size: int = 256) -> torch.Tensor:
-    """`model.features` of every image of `data` (eval mode, on the model's device), returned on CPU."""
+def extract_features(model: nn.Module, data: ImageSet | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """`model.features` of every image of `data` (eval mode, batched, on the model's device), returned on CPU.
+
+    `data` is an ImageSet or a float tensor of images (N, C, H, W) in [0, 1], e.g. adversarial ones.
+    """
     if not hasattr(model, "features") or not callable(model.features):
         raise ValueError("the model needs a `features(x)` method returning penultimate features")
     device = next(model.parameters()).device
+    if isinstance(data, torch.Tensor):
+        if data.ndim != 4 or not data.is_floating_point():
+            raise ValueError(f"image tensors must be float (N, C, H, W) in [0, 1], got {data.dtype} "
+                             f"of shape {tuple(data.shape)}")
+        batches = data.split(batch_size)
+    elif isinstance(data, ImageSet):
+        batches = (x for x, _ in loader(data, batch_size, device=device))
+    else:
+        raise ValueError(f"data must be a helpers.data.ImageSet or a float image tensor, got {type(data).__name__}")
     was_training = model.training
     model.eval()
-    out = [model.features(x.to(device)).float().cpu() for x, _ in loader(data, batch_size, device=device)]
-    model.train(was_training)
+    try:
+        out = [model.features(x.to(device)).float().cpu() for x in batches]
+    finally:
+        model.train(was_training)
     return torch.cat(out)
 
 

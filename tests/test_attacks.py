@@ -138,14 +138,27 @@ def test_mode_restored_after_an_error(batch):
 
 
 def test_pgd_hurts_at_least_as_much_as_fgsm_on_a_trained_model(digits_model):
+    """PGD maximises the loss better than FGSM's single step; accuracy follows, with a clear margin at eps=0.1.
+
+    On this nearly linear model FGSM is close to optimal at small eps (PGD fools only ~1% more of
+    the 1,797 images at eps=0.05), so accuracy there only gets a small slack against argmax flips
+    between CPUs; the mean loss, which PGD maximises, must rise at every eps (by ~3% at 0.05).
+    """
     model, x, y = digits_model
     clean = accuracy(model, x, y)
     assert clean > 0.95
     for eps in (0.05, 0.1, 0.2):
-        fgsm_acc = accuracy(model, attacks.fgsm(model, x, y, eps), y)
-        pgd_acc = accuracy(model, attacks.pgd(model, x, y, eps, alpha=eps / 4, steps=10), y)
+        x_fgsm = attacks.fgsm(model, x, y, eps)
+        x_pgd = attacks.pgd(model, x, y, eps, alpha=eps / 4, steps=10)
+        with torch.no_grad():
+            loss_fgsm = nn.functional.cross_entropy(model(x_fgsm), y).item()
+            loss_pgd = nn.functional.cross_entropy(model(x_pgd), y).item()
+        fgsm_acc, pgd_acc = accuracy(model, x_fgsm, y), accuracy(model, x_pgd, y)
         assert fgsm_acc < clean - 0.05, (eps, clean, fgsm_acc)
-        assert pgd_acc <= fgsm_acc, (eps, fgsm_acc, pgd_acc)
+        assert loss_pgd > 1.01 * loss_fgsm, (eps, loss_fgsm, loss_pgd)
+        assert pgd_acc <= fgsm_acc + 0.005, (eps, fgsm_acc, pgd_acc)
+    x_fgsm, x_pgd = attacks.fgsm(model, x, y, 0.1), attacks.pgd(model, x, y, 0.1, alpha=0.025, steps=10)
+    assert accuracy(model, x_pgd, y) < accuracy(model, x_fgsm, y) - 0.01  # measured: 71 images (4%) fewer
 
 
 def test_gaussian_noise_statistics_and_clipping():

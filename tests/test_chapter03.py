@@ -57,8 +57,23 @@ def test_pretrained_row_is_skipped_honestly_or_trained(records):
     if status == SKIPPED:  # never a number that was not measured
         assert row["svhn"] is None and row["mnist"] is None and row["note"] == SKIPPED
         assert records["ch03_pretrained_svhn"] is None and records["ch03_pretrained_mnist"] is None
+        # the results page pastes these texts into both accuracy cells
+        assert records["ch03_pretrained_svhn_text"] == records["ch03_pretrained_mnist_text"] == SKIPPED
     else:
         assert row["svhn"] is not None and row["note"] == ""
+        for column in ("svhn", "mnist"):
+            assert records[f"ch03_pretrained_{column}_text"] == f"{records[f'ch03_pretrained_{column}']:.2%}"
+
+
+@pytest.mark.notebook
+def test_no_batchnorm_plateau_is_reported_when_it_happens(records):
+    """A no-BatchNorm row stuck at chance says so in the table instead of passing for a result."""
+    row = next(row for row in records["ch03_table"] if row["key"] == "nobn")
+    if records["ch03_nobn_stalled"]:
+        assert "did not leave the initial plateau" in row["note"]
+        assert records["ch03_nobn_note"].startswith("In this run it did not")
+    else:
+        assert row["note"] == "" and records["ch03_nobn_note"].startswith("In this run it did:")
 
 
 @pytest.mark.notebook

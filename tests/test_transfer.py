@@ -52,11 +52,11 @@ def test_label_smoothing_rejects_bad_input():
 
 # ---------------------------------------------------------------- Recipe
 
-def test_recipe_defaults_are_the_baseline():
+def test_recipe_describes_itself_and_is_a_value():
     recipe = Recipe()
-    assert (recipe.batchnorm, recipe.label_smoothing, recipe.augment, recipe.optimizer, recipe.pretrained) == \
-        (True, 0.0, False, "sgd", False)
+    assert recipe.describe() == "SGD, BN"
     assert Recipe(label_smoothing=0.25, augment=True, optimizer="adam").describe() == "Adam, BN, LS 0.25, aug"
+    assert Recipe(batchnorm=False, pretrained=False).describe() == "SGD, no BN"
     with pytest.raises(Exception):  # frozen: a recipe is a value, variants are built with replace()
         recipe.augment = True
 
@@ -84,6 +84,8 @@ def test_each_ingredient_switches_what_it_says():
     assert sgd.defaults["momentum"] == 0.9 and sgd.defaults["lr"] == transfer.DEFAULT_LR["sgd"]
     adam = transfer.make_optimizer(Recipe(optimizer="adam"), model, lr=3e-4)
     assert isinstance(adam, torch.optim.Adam) and adam.defaults["lr"] == 3e-4
+    # chapter 3 says so in its text: the Adam row is plain Adam, without the SGD rows' weight decay
+    assert sgd.defaults["weight_decay"] == 5e-4 and adam.defaults["weight_decay"] == 0
     with pytest.raises(ValueError, match="lr must be positive"):
         transfer.make_optimizer(Recipe(), model, lr=0)
 
@@ -123,7 +125,8 @@ def test_train_recipe_learns_and_restores_best_epoch(tiny_digits):
     model, history = transfer.train_recipe(Recipe(optimizer="adam"), train, val, epochs=3, width=0.0625,
                                            batch_size=16, device="cpu")
     assert history.train_loss[-1] < history.train_loss[0]
-    accuracy = evaluate(model, data.loader(val, 64))["acc"]
+    # train_recipe validates in batches of 2 * batch_size: the same batches give the same arithmetic
+    accuracy = evaluate(model, data.loader(val, 2 * 16))["acc"]
     assert accuracy == pytest.approx(max(history.val_acc))
 
 
@@ -137,6 +140,19 @@ def test_train_recipe_rejects_mismatched_shapes(tiny_digits):
 
 
 # ---------------------------------------------------------------- ImageNet weights
+
+def test_pretrained_available_without_download_never_touches_the_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache
+
+    def no_network(url, timeout=0):
+        raise AssertionError("allow_download=False must not probe the download address")
+
+    monkeypatch.setattr(transfer, "_url_reachable", no_network)
+    assert transfer.pretrained_available(allow_download=False) is False
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    open(transfer.pretrained_cache_path(), "wb").close()
+    assert transfer.pretrained_available(allow_download=False) is True and transfer.pretrained_cached()
+
 
 def test_pretrained_available_is_fast_and_honest_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache
@@ -205,6 +221,23 @@ def test_fine_tune_head_trains_only_the_classifier(tiny_digits):
     assert history.train_loss[-1] < history.train_loss[0]
     features = transfer.extract_features(adapted, val)
     assert torch.allclose(adapted.fc(features), adapted.eval()(val.tensors()[0]), atol=1e-5)
+
+
+def test_extract_features_of_tensors_equals_that_of_the_image_set(tiny_digits):
+    _, val = tiny_digits
+    torch.manual_seed(0)
+    model = ResNet18(10, 3, width=0.0625).train()
+    from_set = transfer.extract_features(model, val, batch_size=8)
+    from_tensor = transfer.extract_features(model, val.tensors()[0], batch_size=5)
+    assert model.training  # each caller's mode comes back
+    assert from_set.shape == (len(val), model.feature_dim)
+    assert torch.allclose(from_set, from_tensor, atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(from_tensor, model.eval().features(val.tensors()[0]), atol=1e-5)
+    with pytest.raises(ValueError, match="float"):
+        transfer.extract_features(model, val.x)  # uint8 images: convert with .tensors() first
+    with pytest.raises(ValueError, match="ImageSet"):
+        transfer.extract_features(model, [val.tensors()[0]])
 
 
 class PixelClassifier(nn.Module):

@@ -4,18 +4,23 @@ A study is a dict of variants (name -> JSON-able configuration). `run_ablation` 
 `run(config, seed)` once per (variant, seed) after `seed_everything(seed)`, so every variant
 starts from the same random state; `run` must build a fresh model from `config` (it never
 receives one) and return its metrics. Finished runs are cached as JSON files keyed by a hash of
-(study, fixed settings, config, seed), so an interrupted study resumes where it stopped.
+(study, fixed settings, config, seed, code), so an interrupted study resumes where it stopped;
+"code" is helpers' version and the source of `run` (and of the functions it depends on), so
+editing the experiment never silently reuses results of the old code.
 `ablate` switches a module of a *trained* model off (all of its output or some channels) for
 the duration of a `with` block, for evaluation-time ablation.
 """
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import operator
 import os
 import tempfile
+import textwrap
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,9 +74,29 @@ def _check_components(components: Mapping[str, tuple[Any, Any]]) -> None:
 
 # ---------------------------------------------------------------- the resumable cache
 
-def cache_key(study: str, config: Config, seed: int, fixed: Config | None = None) -> str:
-    """SHA-256 of everything that determines a run's result: study name, fixed settings, config and seed."""
-    payload = {"study": study, "fixed": dict(fixed or {}), "config": dict(config), "seed": seed}
+def code_fingerprint(*functions: Callable) -> str:
+    """SHA-256 of helpers' version and the source code of `functions` (a callable object: its class's source)."""
+    from . import __version__  # read at call time: a new release of helpers starts a fresh cache
+
+    parts = [f"helpers {__version__}"]
+    for function in functions:
+        target = function if inspect.isroutine(function) or inspect.isclass(function) else type(function)
+        try:
+            parts.append(textwrap.dedent(inspect.getsource(target)))
+        except (OSError, TypeError):  # e.g. a builtin or a function typed into a bare interpreter
+            name = getattr(target, "__qualname__", repr(target))
+            warnings.warn(f"the source of {name} is not available: the ablation cache cannot notice when it "
+                          f"changes (only its name is part of the key)", stacklevel=2)
+            parts.append(name)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def cache_key(study: str, config: Config, seed: int, fixed: Config | None = None, code: str = "") -> str:
+    """SHA-256 of everything that determines a run's result: study, fixed settings, config, seed and code.
+
+    `code` is the `code_fingerprint` of the run function: a changed experiment never reuses old results.
+    """
+    payload = {"study": study, "fixed": dict(fixed or {}), "config": dict(config), "seed": seed, "code": code}
     try:
         text = json.dumps(payload, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as error:
@@ -133,12 +158,14 @@ class Ablation:
 
 
 def run_ablation(variants: Mapping[str, Config], run: Runner, seeds: Sequence[int], *, study: str,
-                 cache_dir: str | Path | None = None, fixed: Config | None = None) -> Ablation:
+                 cache_dir: str | Path | None = None, fixed: Config | None = None,
+                 depends_on: Sequence[Callable] = ()) -> Ablation:
     """Run every variant for every seed, each from `seed_everything(seed)`; reuse cached runs.
 
     `run(config, seed)` builds a fresh model from `config`, trains and evaluates it, and returns
     {metric: number}. `fixed` holds settings shared by all variants (epochs, data size...) that
-    belong in the cache key. With `cache_dir`, each finished run is stored as JSON and never re-run.
+    belong in the cache key. With `cache_dir`, each finished run is stored as JSON and never re-run
+    while helpers' version and the source of `run` and of the functions in `depends_on` are unchanged.
     """
     if not variants:
         raise ValueError("variants is empty: give at least one name -> config")
@@ -151,10 +178,11 @@ def run_ablation(variants: Mapping[str, Config], run: Runner, seeds: Sequence[in
         if not isinstance(config, Mapping):
             raise ValueError(f"variant {name!r} must map to a config dict, got {type(config).__name__}")
     folder = Path(cache_dir).expanduser() if cache_dir is not None else None
+    code = code_fingerprint(run, *depends_on) if folder is not None else ""
     rows, ran, skipped = [], 0, 0
     for seed in seeds:  # seed-major: a study interrupted half-way already has complete seeds
         for name, config in variants.items():
-            key = cache_key(study, config, seed, fixed)
+            key = cache_key(study, config, seed, fixed, code)
             path = folder / f"{key}.json" if folder is not None else None
             record = load_cached(path) if path is not None else None
             if record is None:
@@ -163,7 +191,7 @@ def run_ablation(variants: Mapping[str, Config], run: Runner, seeds: Sequence[in
                 ran += 1
                 if path is not None:
                     save_atomic({"study": study, "variant": name, "config": dict(config), "seed": seed,
-                                 "fixed": dict(fixed or {}), "metrics": metrics}, path)
+                                 "fixed": dict(fixed or {}), "code": code, "metrics": metrics}, path)
             else:
                 metrics = record["metrics"]
                 skipped += 1

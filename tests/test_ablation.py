@@ -99,6 +99,55 @@ def test_cache_key_depends_on_config_seed_study_and_fixed_but_not_on_the_name(tm
     assert other.ran == 1
 
 
+def test_cache_key_depends_on_the_code():
+    assert ablation.cache_key("s", {"x": 1}, 0, None, "a") != ablation.cache_key("s", {"x": 1}, 0, None, "b")
+
+
+def _score_v1(config, seed):
+    return {"score": config["shift"]}
+
+
+def _score_v2(config, seed):
+    return {"score": config["shift"] + 1.0}  # the experiment was edited
+
+
+def _helper_v1():
+    return 1
+
+
+def _helper_v2():
+    return 2
+
+
+def test_code_fingerprint_follows_the_source_and_the_helpers_version(monkeypatch):
+    assert ablation.code_fingerprint(_score_v1) == ablation.code_fingerprint(_score_v1)
+    assert ablation.code_fingerprint(_score_v1) != ablation.code_fingerprint(_score_v2)
+    assert ablation.code_fingerprint(_score_v1, _helper_v1) != ablation.code_fingerprint(_score_v1, _helper_v2)
+    assert ablation.code_fingerprint(CountingRun()) == ablation.code_fingerprint(CountingRun())  # a callable object
+    before = ablation.code_fingerprint(_score_v1)
+    monkeypatch.setattr(helpers, "__version__", "99.0")
+    assert ablation.code_fingerprint(_score_v1) != before
+    with pytest.warns(UserWarning, match="source of"):
+        ablation.code_fingerprint(len)  # no Python source: only its name can be part of the key
+
+
+def test_edited_run_function_or_dependency_is_not_served_stale_results(tmp_path, monkeypatch):
+    first = ablation.run_ablation(VARIANTS, _score_v1, [0], study="t", cache_dir=tmp_path)
+    assert first.ran == 3
+    same = ablation.run_ablation(VARIANTS, _score_v1, [0], study="t", cache_dir=tmp_path)
+    assert same.skipped == 3
+    edited = ablation.run_ablation(VARIANTS, _score_v2, [0], study="t", cache_dir=tmp_path)
+    assert edited.ran == 3 and list(edited.runs["score"]) == [1.0, 2.0, 3.0]
+    with_dep = ablation.run_ablation(VARIANTS, _score_v1, [0], study="t", cache_dir=tmp_path, depends_on=[_helper_v1])
+    assert with_dep.ran == 3
+    dep_edited = ablation.run_ablation(VARIANTS, _score_v1, [0], study="t", cache_dir=tmp_path,
+                                       depends_on=[_helper_v2])
+    assert dep_edited.ran == 3
+    monkeypatch.setattr(helpers, "__version__", "99.0")
+    new_release = ablation.run_ablation(VARIANTS, _score_v1, [0], study="t", cache_dir=tmp_path)
+    assert new_release.ran == 3
+
+
 def test_corrupt_cache_file_is_rerun_and_records_are_json(tmp_path):
     counter = CountingRun()
     ablation.run_ablation({"a": {"shift": 0.0}}, counter, [0], study="t", cache_dir=tmp_path)

@@ -34,6 +34,24 @@ def test_sigmoid_gradients_vanish_relative_to_relu(records):
     assert ratio["sigmoid"] < ratio["relu"] / 100
 
 
+def test_matched_initialisation_keeps_gradients_flat(records):
+    ratio = records["ch01_first_to_last_gradient_ratio"]
+    # He-initialised ReLU: orders of magnitude above the sigmoid, and far above ReLU with the default init
+    assert ratio["relu + He init"] > 1e4 * ratio["sigmoid"]
+    assert ratio["relu + He init"] > 20 * ratio["relu"]
+    assert ratio["tanh + Xavier init"] > 5 * ratio["tanh"]
+    # "flat": the first layer's gradient within a factor of 30 of the last one's (default ReLU: > 100 apart)
+    for name in ("relu + He init", "tanh + Xavier init"):
+        assert 1 / 30 < ratio[name] < 30, name
+    assert ratio["relu"] < 1 / 30  # the prose's point: default-initialised ReLU does shrink gradients
+
+
+def test_adam_rescales_the_first_layers_step(records):
+    step = records["ch01_first_to_last_step_ratio"]
+    assert step["Adam"] > 1e3 * step["SGD"]
+    assert step["SGD"] < 1e-6
+
+
 def test_grid_has_twelve_rows_and_learns(records):
     grid = records["ch01_grid"]
     assert len(grid) == 12
@@ -49,6 +67,18 @@ def test_grid_has_twelve_rows_and_learns(records):
 
 def test_nll_on_raw_logits_is_visibly_worse(records):
     assert records["ch01_nll_logits_acc"] < records["ch01_nll_logsoftmax_acc"] - 0.3
+    pitfall = records["ch01_nll_logits_grid"]
+    correct = {(r["activation"], r["optimizer"]): r["test acc"] for r in records["ch01_grid"] if r["loss"] == "NLL"}
+    assert {(r["activation"], r["optimizer"]) for r in pitfall} == set(correct)  # all six NLL rows, with the bug
+    for row in pitfall:
+        key = (row["activation"], row["optimizer"])
+        assert row["test acc, NLL on raw logits"] < correct[key] - 0.3, key
+        assert row["test acc, NLL on log_softmax"] == correct[key], key
+        assert row["test acc, NLL on raw logits"] < 0.3, key  # chance is 0.1
+    assert records["ch01_nll_logits_diverged"] >= 1  # the prose explains the diverged rows: there must be some
+    for row in pitfall:
+        if row["diverged"] == "no":  # a completed raw-logits run collapses onto (almost) a single class
+            assert row["classes predicted"] <= 3, row
 
 
 def test_adam_with_lr_01_is_worse_than_the_default(records):

@@ -18,9 +18,9 @@ def test_ablating_a_trained_layer_lowers_accuracy(records):
     # ResNet-18: zeroing single residual branches costs accuracy, clearly for the most important block.
     drops = records["ch08_block_drops"]
     assert len(drops) == 8
-    assert records["ch08_max_block_drop"] == pytest.approx(max(drops.values()))
-    assert max(drops.values()) > 0.05
-    assert sum(drops.values()) / len(drops) > 0.0
+    assert max(drops.values()) > 0.05  # the most important block matters clearly
+    assert sum(drops.values()) / len(drops) > 0.0  # and on average a zeroed block costs accuracy
+    assert all(d > -0.05 for d in drops.values())  # no block's removal helps beyond noise
     # Zeroing most of a stage's channels hurts more than zeroing none of them, somewhere.
     assert max(records["ch08_channel_drop_largest_fraction"].values()) > 0.05
 
@@ -59,9 +59,9 @@ def test_controlled_conv_ablation_and_the_pitfall(records):
 def test_interaction_effects_are_reported(records):
     effects = records["ch08_recipe_effects"]
     assert set(effects) == {"batchnorm", "label_smoothing", "augment", "adam"}
-    for row in effects.values():
-        assert row["interaction"] == pytest.approx(row["gain in full"] - row["gain alone"], abs=1e-9)
-    assert records["ch08_recipe_joint_gain"] == pytest.approx(
-        records["ch08_recipe_all_acc"] - records["ch08_recipe_none_acc"])
     # The recipe with BatchNorm learns well above chance (10 classes).
     assert records["ch08_recipe_baseline_acc"] > 0.2
+    # BatchNorm is the enabling component here: worth a lot when added to the bare recipe.
+    assert effects["batchnorm"]["gain alone"] > 0.1
+    # One-off and leave-one-out disagree for some component: the components interact.
+    assert max(abs(row["interaction"]) for row in effects.values()) > 0.05

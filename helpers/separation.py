@@ -587,7 +587,7 @@ class _ForwardRanker:
         both = (near_same < sigma) & (near_other < omega)  # both nearest known exactly: a distance tie
         return torch.where(right | (both & same_first & ~wrong), 1, torch.where(wrong | both, 0, 2)).to(torch.int8)
 
-    def _best_first(self, state: torch.Tensor, cand: torch.Tensor, g: dict, batch: int = 32) -> tuple[int, int]:
+    def _best_first(self, state: torch.Tensor, cand: torch.Tensor, g: dict, batch: int = 64) -> tuple[int, int]:
         """Branch and bound over candidates, on proven bounds of each candidate's count: `right` (samples
         proven right) and `upper` (plus those still unknown). The most promising candidate is settled
         first, which sets the bar; then the candidate with the highest upper bound is refined, level by

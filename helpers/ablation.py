@@ -16,6 +16,7 @@ import hashlib
 import inspect
 import json
 import math
+import numbers
 import operator
 import os
 import tempfile
@@ -170,10 +171,11 @@ def run_ablation(variants: Mapping[str, Config], run: Runner, seeds: Sequence[in
     if not variants:
         raise ValueError("variants is empty: give at least one name -> config")
     seeds = list(seeds)
-    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
+    if not seeds or any(not isinstance(s, numbers.Integral) or isinstance(s, bool) or s < 0 for s in seeds):
         raise ValueError(f"seeds must be a non-empty list of non-negative ints, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds!r}: a repeated seed repeats the same run")
+    seeds = [int(s) for s in seeds]  # numpy integers too, as plain ints for the JSON cache
     for name, config in variants.items():
         if not isinstance(config, Mapping):
             raise ValueError(f"variant {name!r} must map to a config dict, got {type(config).__name__}")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers import attacks, check, interpret, losses, separation
+from references import GuidedReLUFunction
 
 
 def run(check_fn, fn, capsys) -> tuple[bool, str]:
@@ -230,19 +231,7 @@ def hooks_left_behind(model, x, target):
 
 class GuidedReLU(nn.Module):
     def forward(self, x):
-        return GuidedFn.apply(x)
-
-
-class GuidedFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad.clamp(min=0) * (x > 0)
+        return GuidedReLUFunction.apply(x)
 
 
 def swapped_modules(model, x, target):

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from helpers import data, fit, interpret, models
+from references import GuidedReLUFunction
 
 matplotlib.use("Agg")
 
@@ -119,20 +120,6 @@ def test_grad_cam_all_zero_map_is_zeros():
 
 # ---------------------------------------------------------------- guided backpropagation
 
-class GuidedReLU(torch.autograd.Function):
-    """Reference rule as an autograd Function: pass gradient where input > 0 and gradient > 0."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, = ctx.saved_tensors
-        return grad * (x > 0) * (grad > 0)
-
-
 class SharedReLUNet(nn.Module):
     """One ReLU(inplace=True) instance used three times (module swapping would break it)."""
 
@@ -157,7 +144,7 @@ def test_guided_backprop_shared_inplace_relu_matches_definition():
     x = torch.rand(3, 3, 8, 8)
     ours = interpret.guided_backprop(model, x, [0, 3, 4])
     xr = x.clone().requires_grad_(True)
-    logits = model(xr, act=GuidedReLU.apply)
+    logits = model(xr, act=GuidedReLUFunction.apply)
     ref, = torch.autograd.grad(logits.gather(1, torch.tensor([[0], [3], [4]])).sum(), xr)
     assert torch.allclose(ours, ref, atol=1e-7, rtol=0)
     # and it is not plain backprop: the rule changed something

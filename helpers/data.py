@@ -108,9 +108,12 @@ def data_root() -> Path:
     return Path(os.environ.get("HELPERS_DATA_ROOT", "~/.cache/dl-dissected/data")).expanduser()
 
 
-def load(name: str, split: str = "train", source: str = "standin", n: int | None = None,
-         seed: int = 0) -> ImageSet:
-    """Load dataset `name` ('mnist', 'svhn', 'cifar10') from 'standin', 'real' or a folder of .npz files."""
+def load(name: str, split: str = "train", *, source: str, n: int | None = None, seed: int = 0) -> ImageSet:
+    """Load dataset `name` ('mnist', 'svhn', 'cifar10') from `source`: 'standin', 'real' or a folder of .npz files.
+
+    There is no default source on purpose: a bare call must not silently hand out stand-ins (the
+    notebooks pass the profile's `run.data`).
+    """
     name, split = name.lower(), split.lower()
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")

@@ -18,9 +18,9 @@ def test_standins_have_the_real_datasets_shapes_and_all_classes(name, shape):
 
 @pytest.mark.parametrize("name", data.DATASETS)
 def test_standins_are_deterministic_and_seed_dependent(name):
-    a = data.load(name, "test", n=50, seed=1)
-    b = data.load(name, "test", n=50, seed=1)
-    c = data.load(name, "test", n=50, seed=2)
+    a = data.load(name, "test", n=50, seed=1, source="standin")
+    b = data.load(name, "test", n=50, seed=1, source="standin")
+    c = data.load(name, "test", n=50, seed=2, source="standin")
     assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
     assert not torch.equal(a.x, c.x)
 
@@ -34,8 +34,8 @@ def test_digit_train_and_test_pools_are_disjoint():
 
 
 def test_street_digits_differ_from_digits_domain():
-    street = data.load("svhn", "test", n=300).x.float()
-    digits = data.gray_to_rgb32(data.load("mnist", "test", n=300)).x.float()
+    street = data.load("svhn", "test", n=300, source="standin").x.float()
+    digits = data.gray_to_rgb32(data.load("mnist", "test", n=300, source="standin")).x.float()
     assert street.shape == digits.shape == (300, 3, 32, 32)
     # digits are white on black; street digits sit on coloured clutter
     assert street.mean() > digits.mean() + 30
@@ -45,14 +45,14 @@ def test_street_digits_differ_from_digits_domain():
 def test_stand_in_classes_are_learnable_by_a_linear_model():
     from sklearn.linear_model import LogisticRegression
 
-    train = data.load("mnist", "train", n=1500)
-    test = data.load("mnist", "test", n=500)
+    train = data.load("mnist", "train", n=1500, source="standin")
+    test = data.load("mnist", "test", n=500, source="standin")
     clf = LogisticRegression(max_iter=300).fit(train.x.flatten(1).numpy() / 255, train.y.numpy())
     assert clf.score(test.x.flatten(1).numpy() / 255, test.y.numpy()) > 0.7
 
 
 def test_gray_to_rgb32():
-    d = data.gray_to_rgb32(data.load("mnist", "test", n=10))
+    d = data.gray_to_rgb32(data.load("mnist", "test", n=10, source="standin"))
     assert d.x.shape == (10, 3, 32, 32) and d.x.dtype == torch.uint8
     assert torch.equal(d.x[:, 0], d.x[:, 2])
 
@@ -83,9 +83,14 @@ def test_npz_loader_roundtrip_and_errors(tmp_path):
 
 def test_unknown_names_are_clear_errors():
     with pytest.raises(ValueError, match="Unknown dataset 'imagenet'"):
-        data.load("imagenet")
+        data.load("imagenet", source="standin")
     with pytest.raises(ValueError, match="Unknown split"):
-        data.load("mnist", "validation")
+        data.load("mnist", "validation", source="standin")
+    with pytest.raises(ValueError, match="'standin', 'real' or a folder"):
+        data.load("mnist", source="/no/such/folder")
+    # No default source: a bare call must not silently hand out stand-in data.
+    with pytest.raises(TypeError, match="source"):
+        data.load("mnist")
 
 
 def test_labels_out_of_range_and_bad_shapes_are_rejected():
@@ -112,6 +117,6 @@ def test_unreachable_download_names_dataset_root_and_fixes(name, tmp_path, monke
 
 
 def test_loader_batches_floats_in_unit_range():
-    d = data.load("cifar10", "train", n=40)
+    d = data.load("cifar10", "train", n=40, source="standin")
     x, y = next(iter(data.loader(d, batch_size=16, shuffle=True, seed=0, device="cpu")))
     assert x.dtype == torch.float32 and x.shape == (16, 3, 32, 32) and 0 <= x.min() and x.max() <= 1

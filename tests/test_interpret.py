@@ -325,7 +325,7 @@ def test_occlude_peak_and_least_on_a_model_that_only_sees_one_corner():
 # ---------------------------------------------------------------- the fit callback
 
 def test_training_snapshots_callback_in_fit():
-    train = data.load("cifar10", "train", n=40, seed=0)
+    train = data.load("cifar10", "train", n=40, seed=0, source="standin")
     x, y = train.tensors()
     model = models.VGG16(width=0.125, hidden=16)
     snapshots = interpret.TrainingSnapshots(x[:3], y[:3], "features.29", classes=train.classes)

@@ -15,8 +15,8 @@ from helpers.transfer import Recipe
 @pytest.fixture(scope="module")
 def tiny_digits():
     """A small stand-in street-digits train/val pair (64 + 32 images)."""
-    train = data.load("svhn", "train", n=64, seed=0)
-    val = data.load("svhn", "test", n=32, seed=0)
+    train = data.load("svhn", "train", n=64, seed=0, source="standin")
+    val = data.load("svhn", "test", n=32, seed=0, source="standin")
     return train, val
 
 
@@ -132,7 +132,7 @@ def test_train_recipe_learns_and_restores_best_epoch(tiny_digits):
 
 def test_train_recipe_rejects_mismatched_shapes(tiny_digits):
     train, _ = tiny_digits
-    gray = data.load("mnist", "test", n=20, seed=0)
+    gray = data.load("mnist", "test", n=20, seed=0, source="standin")
     with pytest.raises(ValueError, match="gray_to_rgb32"):
         transfer.train_recipe(Recipe(), train, gray, epochs=1, width=0.0625, batch_size=16)
     with pytest.raises(ValueError, match="ImageSet"):
@@ -161,7 +161,7 @@ def test_pretrained_available_is_fast_and_honest_offline(tmp_path, monkeypatch):
     assert transfer.pretrained_available() is False
     assert time.perf_counter() - start < 1
     with pytest.raises(transfer.PretrainedUnavailableError, match="cannot be reached"):
-        transfer.train_recipe(Recipe(pretrained=True), *[data.load("svhn", "test", n=20)] * 2,
+        transfer.train_recipe(Recipe(pretrained=True), *[data.load("svhn", "test", n=20, source="standin")] * 2,
                               epochs=1, width=1.0, batch_size=16)
 
 
@@ -258,8 +258,8 @@ def test_fine_tune_head_raises_target_accuracy():
     """A classifier fine-tuned on a few labelled target images beats the unadapted one on that target."""
     torch.manual_seed(0)
     model = PixelClassifier()  # an untrained head: chance level on the target
-    target_train = data.gray_to_rgb32(data.load("mnist", "train", n=300, seed=0))
-    target_test = data.gray_to_rgb32(data.load("mnist", "test", n=300, seed=0))
+    target_train = data.gray_to_rgb32(data.load("mnist", "train", n=300, seed=0, source="standin"))
+    target_test = data.gray_to_rgb32(data.load("mnist", "test", n=300, seed=0, source="standin"))
     adapted, history = transfer.fine_tune_head(model, target_train, epochs=20, lr=1e-2)
     before = evaluate(model, data.loader(target_test, 128))["acc"]
     after = evaluate(adapted, data.loader(target_test, 128))["acc"]
@@ -281,7 +281,7 @@ def test_adapt_batchnorm_re_estimates_statistics_on_the_target(tiny_digits):
     torch.manual_seed(0)
     model = ResNet18(10, 3, width=0.0625).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    target = data.gray_to_rgb32(data.load("mnist", "test", n=64, seed=0))
+    target = data.gray_to_rgb32(data.load("mnist", "test", n=64, seed=0, source="standin"))
     adapted = transfer.adapt_batchnorm(model, target, batch_size=256)  # one batch: exact statistics
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key  # the original is untouched

@@ -198,17 +198,20 @@ class Setup:
         """True when the chapter runs on the offline stand-in datasets."""
         return self.data == "standin"
 
-    def checkpoint(self, name: str) -> str | None:
+    def checkpoint(self, name: str, chapter: str | None = None) -> str | None:
         """Path of a resumable checkpoint for `name` (None in smoke: those runs take seconds).
 
         The name ends with a hash of the chapter's settings and the data source, so a run with
-        other settings or data never resumes from (or reuses) this one's weights.
+        other settings or data never resumes from (or reuses) this one's weights. `chapter` names
+        another chapter's checkpoint for the same profile, seed and data (chapter 7 reuses chapter 6's).
         """
         if self.profile == "smoke":
             return None
-        key = repr((sorted(vars(self.settings).items()), self.data))
+        chapter = self.chapter if chapter is None else chapter
+        settings = self.settings if chapter == self.chapter else chapter_settings(chapter, self.profile)
+        key = repr((sorted(vars(settings).items()), self.data))
         tag = hashlib.sha1(key.encode()).hexdigest()[:8]
-        return os.path.join(checkpoint_dir(), f"ch{self.chapter}-{self.profile}-seed{self.seed}-{name}-{tag}.pt")
+        return os.path.join(checkpoint_dir(), f"ch{chapter}-{self.profile}-seed{self.seed}-{name}-{tag}.pt")
 
 
 def checkpoint_dir() -> str:

@@ -72,6 +72,16 @@ def test_checkpoint_names_change_with_settings_and_data(tmp_path, monkeypatch):
     assert other_data.checkpoint("mlp") != path
 
 
+def test_a_chapter_finds_another_chapters_checkpoint(tmp_path, monkeypatch):
+    # Chapter 7 loads the VGG-16 that chapter 6 trained: same profile, seed and data, chapter 6's settings.
+    monkeypatch.setenv("HELPERS_CHECKPOINT_DIR", str(tmp_path))
+    ch6 = helpers.setup("cpu", chapter="06", seed=3, data="standin", quiet=True)
+    ch7 = helpers.setup("cpu", chapter="07", seed=3, data="standin", quiet=True)
+    assert ch7.checkpoint("vgg16", chapter="06") == ch6.checkpoint("vgg16") != ch7.checkpoint("vgg16")
+    assert helpers.setup("cpu", chapter="07", seed=4, data="standin", quiet=True).checkpoint(
+        "vgg16", chapter="06") != ch6.checkpoint("vgg16")
+
+
 def test_threads_come_from_the_environment_only(monkeypatch):
     from helpers.profile import DEFAULT_THREADS, cpu_threads
 

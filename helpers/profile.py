@@ -120,7 +120,8 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
                      pretrained_in_best=True),
     },
     "07": {
-        # VGG-16 of ch. 6 (full: its recipe and checkpoint); smoke/cpu: narrow, BatchNorm in the conv slots, Adam.
+        # VGG-16 of ch. 6 (cpu/full: its architecture, so ch. 6's checkpoint loads); smoke/cpu: narrow, BatchNorm in
+        # the conv slots, Adam.
         # Grad-CAM at features.15 (8x8 on 32x32 inputs; features.29 is 2x2). failing_*: the too-high-lr demo.
         "smoke": dict(train_size=6000, test_size=500, val_fraction=0.1, width=0.125, hidden=64, dropout=0.0,
                       batchnorm=True, augment=False, optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=32,
@@ -132,7 +133,7 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
                       occlusion_patches=(4, 8), occlusion_strides=(2, 4), shown_per_kind=4, check_patch=8,
                       check_images=100, eval_batch=100, failing_lr=0.01, failing_epochs=2, failing_train_size=1500,
                       imagenet=False),
-        "cpu": dict(train_size=10000, test_size=1000, val_fraction=0.1, width=0.25, hidden=256, dropout=0.5,
+        "cpu": dict(train_size=10000, test_size=1000, val_fraction=0.1, width=0.25, hidden=512, dropout=0.5,
                     batchnorm=True, augment=True, optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=64,
                     epochs=12, schedule="cosine", step_size=None, patience=None, monitor_epochs=3,
                     cam_layer="features.15", check_layers=("features.29", "features.22", "features.15"),

@@ -72,6 +72,15 @@ def test_checkpoint_names_change_with_settings_and_data(tmp_path, monkeypatch):
     assert other_data.checkpoint("mlp") != path
 
 
+@pytest.mark.parametrize("profile", ["cpu", "full"])
+def test_chapter_7_builds_chapter_6s_vgg_so_its_checkpoint_loads(profile):
+    from helpers.profile import chapter_settings
+
+    ch6, ch7 = vars(chapter_settings("06", profile)), vars(chapter_settings("07", profile))
+    architecture = ("width", "hidden", "dropout", "batchnorm")
+    assert {k: ch7[k] for k in architecture} == {k: ch6[k] for k in architecture}
+
+
 def test_a_chapter_finds_another_chapters_checkpoint(tmp_path, monkeypatch):
     # Chapter 7 loads the VGG-16 that chapter 6 trained: same profile, seed and data, chapter 6's settings.
     monkeypatch.setenv("HELPERS_CHECKPOINT_DIR", str(tmp_path))

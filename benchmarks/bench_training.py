@@ -20,7 +20,6 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import data, models, training  # noqa: E402
@@ -52,9 +51,10 @@ def throughput(factory: Callable[[], nn.Module], shape: tuple[int, ...], loss_fn
     """Median images/second over the epochs after the first, training with helpers.fit."""
     torch.manual_seed(0)
     model = factory().to(device)
-    x = torch.rand(images, *shape)
+    # uint8 images in an ImageDataset, as every chapter loads them (ImageSet -> data.loader)
+    x = torch.randint(0, 256, (images, *shape), dtype=torch.uint8)
     y = torch.randint(0, 10, (images,))
-    train_loader = data.loader(TensorDataset(x, y), batch_size, shuffle=True, device=device)
+    train_loader = data.loader(data.ImageDataset(x, y), batch_size, shuffle=True, device=device)
     ends: list[float] = []
 
     def clock(epoch: int, model: nn.Module, history) -> None:
@@ -79,6 +79,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0,
                         help="CPU: target seconds per epoch (sets the number of images)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--only", default="", help="CPU: only the models whose name contains this text")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -104,7 +105,7 @@ def main() -> int:
     seen = set()
     for full in (False, True):
         for label, shape, factory, loss_fn in rows(full):
-            if label in seen:  # the MLP and SimpleNet have one width
+            if label in seen or args.only not in label:  # the MLP and SimpleNet have one width
                 continue
             seen.add(label)
             # a short probe sizes each epoch to about --seconds, so slow models stay affordable

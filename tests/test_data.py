@@ -120,3 +120,30 @@ def test_loader_batches_floats_in_unit_range():
     d = data.load("cifar10", "train", n=40, source="standin")
     x, y = next(iter(data.loader(d, batch_size=16, shuffle=True, seed=0, device="cpu")))
     assert x.dtype == torch.float32 and x.shape == (16, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_batched_loader_gives_exactly_the_per_sample_loaders_batches(shuffle):
+    # The independent reference: a stock DataLoader fetching and collating one image at a time.
+    from torch.utils.data import DataLoader
+
+    d = data.load("mnist", "train", n=203, source="standin")
+    ours = data.loader(d, batch_size=32, shuffle=shuffle, seed=5, device="cpu")
+    reference = DataLoader(d.dataset(), batch_size=32, shuffle=shuffle,
+                           generator=torch.Generator().manual_seed(5))
+    assert len(ours) == len(reference) == 7
+    state = torch.get_rng_state()
+    for _ in range(2):  # two epochs: the second permutation must match too
+        for (x, y), (x_ref, y_ref) in zip(ours, reference, strict=True):
+            assert torch.equal(x, x_ref) and torch.equal(y, y_ref) and x.dtype == x_ref.dtype
+    # neither loader draws from the global RNG (dropout masks and initialisations stay reproducible)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_a_transformed_dataset_is_still_loaded_one_image_at_a_time():
+    d = data.load("cifar10", "train", n=20, source="standin")
+    flips = d.dataset(lambda image: image.flip(-1))
+    x, _ = next(iter(data.loader(flips, batch_size=8, device="cpu")))
+    assert torch.equal(x, d.x[:8].float().div(255).flip(-1))
+    with pytest.raises(TypeError, match="one index at a time"):
+        flips[[0, 1]]

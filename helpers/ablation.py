@@ -19,7 +19,6 @@ import math
 import numbers
 import operator
 import os
-import tempfile
 import textwrap
 import warnings
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from torch import nn
 
 from .plots import banner
 from .profile import seed_everything
+from .training import atomic_file
 
 Config = Mapping[str, Any]
 Runner = Callable[[dict, int], Mapping[str, float]]
@@ -118,17 +118,10 @@ def load_cached(path: Path) -> dict | None:
 
 def save_atomic(record: Mapping[str, Any], path: Path) -> None:
     """Write JSON to a temporary file in the same folder, then os.replace: a killed run never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(record, file, indent=1, sort_keys=True)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_file(path) as tmp, open(tmp, "w") as file:
+        json.dump(record, file, indent=1, sort_keys=True)
+        file.flush()
+        os.fsync(file.fileno())
 
 
 # ---------------------------------------------------------------- running a study

@@ -1,5 +1,7 @@
-import torch
+import os
+
 import pytest
+import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -138,3 +140,22 @@ def test_wrong_input_shape_is_a_clear_error():
         train, val = loaders()
         m = make_model()
         helpers.fit(m, train, val, epochs=0, optimizer=torch.optim.Adam(m.parameters()))
+
+
+def test_atomic_save_keeps_the_old_file_on_failure_and_uses_normal_permissions(tmp_path):
+    from helpers.training import atomic_save
+
+    path = tmp_path / "weights.pt"
+    atomic_save({"w": torch.ones(2)}, path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's owner-only 0600
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("cannot pickle")
+
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        atomic_save({"w": Unpicklable()}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))  # the old file survives
+    assert not list(tmp_path.glob("*.tmp"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import uuid
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,17 +97,15 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     """A temporary file beside `path` to write; it replaces `path` only if the block ends without error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(handle)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; give the permissions open() would
+    # A unique name that the writer itself creates, so the file gets the umask's usual permissions
+    # (mkstemp would make it owner-only).
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if tmp.exists():
+            tmp.unlink()
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

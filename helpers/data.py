@@ -87,9 +87,10 @@ class ImageDataset(Dataset):
         return len(self.y)
 
     def __getitem__(self, i: int | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        if not isinstance(i, int) and self.transform is not None:
+        # A list of indices (from `loader`'s BatchSampler) fetches a whole batch in one indexing operation;
+        # any other index (int, numpy or 0-d tensor) is one sample.
+        if isinstance(i, list) and self.transform is not None:
             raise TypeError("a per-sample transform needs one index at a time, not a batch of indices")
-        # A list of indices (from `loader`) fetches a whole batch in one indexing operation.
         image = self.x[i].float() / 255.0
         if self.transform is not None:
             image = self.transform(image)

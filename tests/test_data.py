@@ -147,3 +147,8 @@ def test_a_transformed_dataset_is_still_loaded_one_image_at_a_time():
     assert torch.equal(x, d.x[:8].float().div(255).flip(-1))
     with pytest.raises(TypeError, match="one index at a time"):
         flips[[0, 1]]
+    # numpy and tensor scalars are single indices (torch's Subset hands those on)
+    from torch.utils.data import DataLoader, Subset
+
+    x_subset, _ = next(iter(DataLoader(Subset(flips, np.arange(8)), batch_size=8)))
+    assert torch.equal(x_subset, x) and torch.equal(flips[torch.tensor(3)][0], x[3])

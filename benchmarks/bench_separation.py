@@ -1,4 +1,4 @@
-"""Speed of helpers.separation (SI, CSI, forward ranking) against naive references, with exactness checks.
+"""Speed of helpers.separation (SI, CSI, forward ranking) against the naive helpers.reference, with exactness checks.
 
     python benchmarks/bench_separation.py                       # SI/CSI sizes + rankings up to 1,000 x 64
     python benchmarks/bench_separation.py --workload full       # + the original 5,000 x 2,048 ranking
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import separation  # noqa: E402
+from helpers import reference, separation  # noqa: E402
 from helpers.profile import cpu_threads  # noqa: E402
 
 
@@ -55,9 +55,8 @@ def bench_indices(sizes) -> None:
     row(*["---"] * 7)
     for n, d in sizes:
         x, y = class_structured(n, d)
-        for name, fast, naive in (("SI", separation.separation_index, separation.naive_separation_index),
-                                  ("CSI", separation.center_separation_index,
-                                   separation.naive_center_separation_index)):
+        for name, fast, naive in (("SI", separation.separation_index, reference.separation_index),
+                                  ("CSI", separation.center_separation_index, reference.center_separation_index)):
             expected, t_naive = timed(naive, x, y)
             got, t_fast = timed(fast, x, y)
             row(n, d, name, f"{t_naive:.2f}", f"{t_fast:.2f}", f"{t_naive / t_fast:.1f}x", got == expected)
@@ -70,10 +69,10 @@ def bench_rankings(sizes, naive_max: int) -> None:
     for n, d in sizes:
         x, y = class_structured(n, d)
         fast, t_fast = timed(separation.forward_ranking, x, y, progress=False)
-        incremental, t_incr = timed(separation.incremental_forward_ranking, x, y)
+        incremental, t_incr = timed(reference.incremental_forward_ranking, x, y)
         same = fast.order == incremental.order and fast.si == incremental.si
         if n * d <= naive_max:
-            naive, t_naive = timed(separation.naive_forward_ranking, x, y)
+            naive, t_naive = timed(reference.forward_ranking, x, y)
             same = same and naive.order == fast.order and naive.si == fast.si
             naive_cells = (f"{t_naive:.1f}", f"{t_naive / t_fast:.1f}x")
         else:

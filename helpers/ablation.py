@@ -18,7 +18,6 @@ import json
 import math
 import numbers
 import operator
-import os
 import textwrap
 import warnings
 from contextlib import contextmanager
@@ -32,9 +31,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .files import load_json, save_json
 from .plots import banner
 from .profile import seed_everything
-from .training import atomic_file
 
 Config = Mapping[str, Any]
 Runner = Callable[[dict, int], Mapping[str, float]]
@@ -109,19 +108,8 @@ def cache_key(study: str, config: Config, seed: int, fixed: Config | None = None
 
 def load_cached(path: Path) -> dict | None:
     """A finished run's record, or None if absent or unreadable (then the run is simply repeated)."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and isinstance(record.get("metrics"), dict) else None
-
-
-def save_atomic(record: Mapping[str, Any], path: Path) -> None:
-    """Write JSON to a temporary file in the same folder, then os.replace: a killed run never leaves half a file."""
-    with atomic_file(path) as tmp, open(tmp, "w") as file:
-        json.dump(record, file, indent=1, sort_keys=True)
-        file.flush()
-        os.fsync(file.fileno())
+    record = load_json(path)
+    return record if record is not None and isinstance(record.get("metrics"), dict) else None
 
 
 # ---------------------------------------------------------------- running a study
@@ -185,8 +173,8 @@ def run_ablation(variants: Mapping[str, Config], run: Runner, seeds: Sequence[in
                 metrics = _check_metrics(run(dict(config), seed), name, seed)
                 ran += 1
                 if path is not None:
-                    save_atomic({"study": study, "variant": name, "config": dict(config), "seed": seed,
-                                 "fixed": dict(fixed or {}), "code": code, "metrics": metrics}, path)
+                    save_json({"study": study, "variant": name, "config": dict(config), "seed": seed,
+                               "fixed": dict(fixed or {}), "code": code, "metrics": metrics}, path)
             else:
                 metrics = record["metrics"]
                 skipped += 1

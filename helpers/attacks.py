@@ -1,25 +1,14 @@
 """Adversarial attacks in [0, 1] pixel space: FGSM, PGD, Gaussian noise, and a batch adversary for `fit`."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import nn
 
+from .models import eval_mode  # chapter 4 shows it here: attacks run the model in eval mode
+
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every module in eval mode, then restore each module's own mode (even after an error)."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,

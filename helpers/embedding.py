@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .models import ResNet18
+from .models import ResNet18, eval_mode
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -62,10 +62,8 @@ def extract_embeddings(net: EmbeddingNet, loader: DataLoader, attack: Attack | N
     """
     device = next(net.parameters()).device
     surrogate = SurrogateClassifier(net) if attack is not None else None
-    was_training = net.training
-    net.eval()
     embeddings, labels = [], []
-    try:
+    with eval_mode(net):
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             if surrogate is not None:
@@ -73,8 +71,6 @@ def extract_embeddings(net: EmbeddingNet, loader: DataLoader, attack: Attack | N
             with torch.no_grad():
                 embeddings.append(net.embed(x).float().cpu())
             labels.append(y.cpu())
-    finally:
-        net.train(was_training)
     return torch.cat(embeddings), torch.cat(labels)
 
 

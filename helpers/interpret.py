@@ -4,13 +4,14 @@ Every function takes the model, the layer (a name from `model.named_modules()` o
 itself) and the target class explicitly. Images are float tensors in [0, 1] pixel space, (N, C, H, W)
 or one (C, H, W); the models of this book normalise inside, so gradients are w.r.t. pixels.
 Hooks are registered in context managers and removed on exit, also when an error is raised;
-the model's train/eval mode is restored afterwards.
+the model's train/eval mode is restored afterwards. Figures are drawn by helpers.plots
+(`plots.overlay`, `plots.explanation_grid`).
 """
 from __future__ import annotations
 
 import difflib
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping, Sequence, Union
+from typing import Any, Callable, Iterator, Sequence, Union
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -18,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks import eval_mode  # every module back to its own mode afterwards
+from . import models
+from .models import eval_mode  # every module back to its own mode afterwards
 
 Layer = Union[str, nn.Module]
 Target = Union[int, Sequence[int], torch.Tensor, None]
@@ -148,27 +150,9 @@ def activations(model: nn.Module, x: torch.Tensor, layers: Sequence[Layer]) -> d
     return {name: _one_call(store, name) for name in store}
 
 
-class _Stop(Exception):
-    """Raised by a hook to end a forward pass early."""
-
-
 def forward_to(model: nn.Module, layer: Layer, x: torch.Tensor) -> torch.Tensor:
     """The output of `layer` for x, without running the rest of the network: the sub-model up to the layer."""
-    name, module = get_layer(model, layer)
-    kept: list[torch.Tensor] = []
-
-    def hook(mod: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        kept.append(output)
-        raise _Stop
-
-    handle = module.register_forward_hook(hook)
-    try:
-        model(x)
-    except _Stop:
-        return kept[0]
-    finally:
-        handle.remove()
-    raise ValueError(f"layer {name!r} was not used in the model's forward pass")
+    return models.forward_to(model, get_layer(model, layer)[1], x)
 
 
 # ---------------------------------------------------------------- filter visualisation
@@ -389,45 +373,7 @@ def occlude_peak_and_least(model: nn.Module, x: torch.Tensor, heatmaps: torch.Te
     return drops
 
 
-# ---------------------------------------------------------------- plots
-
-def explanation_grid(images: torch.Tensor, rows: Mapping[str, torch.Tensor], titles: Sequence[str] | None = None,
-                     caption: str | None = None, alpha: float = 0.5, size: float = 1.5) -> plt.Figure:
-    """One column per image: the image, then one row per explanation ((N, H, W) maps overlaid, (N, C, H, W) shown)."""
-    from .plots import _as_image, banner
-
-    images = as_batch(images)
-    n = len(images)
-    fig, axes = plt.subplots(1 + len(rows), n, figsize=(size * n + 1.2, size * (1 + len(rows))), squeeze=False)
-    for i in range(n):
-        img = _as_image(images[i])
-        axes[0, i].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-        if titles is not None:
-            axes[0, i].set_title(titles[i], fontsize=7)
-        for r, (label, maps) in enumerate(rows.items(), start=1):
-            m = maps[i].detach().float().cpu()
-            if m.ndim == 2:
-                axes[r, i].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-                axes[r, i].imshow(m.numpy(), cmap="jet", alpha=alpha, vmin=0, vmax=1, interpolation="nearest")
-            else:
-                axes[r, i].imshow(_as_image(m), vmin=0, vmax=1, interpolation="nearest")
-    for r, label in enumerate(["image", *rows], start=0):
-        axes[r, 0].text(-0.08, 0.5, label, transform=axes[r, 0].transAxes, ha="right", va="center",
-                        fontsize=8, rotation=90)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    return banner(fig, caption)
-
-
-def overlay(images: torch.Tensor, heatmaps: torch.Tensor, titles: Sequence[str] | None = None,
-            caption: str | None = None, alpha: float = 0.5) -> plt.Figure:
-    """Images above the same images with their [0, 1] heatmaps overlaid (helpers.plots.heatmap_overlays)."""
-    from .plots import heatmap_overlays
-
-    return heatmap_overlays(as_batch(images), list(heatmaps), titles=titles, alpha=alpha, caption=caption)
-
+# ---------------------------------------------------------------- exploring a model
 
 def explore(model: nn.Module, images: torch.Tensor, labels: Sequence[int] | torch.Tensor, classes: Sequence[str],
             layers: Sequence[Layer], caption: str | None = None, size: float = 1.7) -> None:
@@ -436,7 +382,7 @@ def explore(model: nn.Module, images: torch.Tensor, labels: Sequence[int] | torc
     The pickers (helpers.widgets.interactive) draw the chosen Grad-CAM and guided Grad-CAM only
     when a control changes, so a headless run computes the static grid alone.
     """
-    from .plots import _as_image, banner, show
+    from .plots import _as_image, banner, overlay, show
     from .widgets import interactive
 
     images = as_batch(images).detach().cpu()
@@ -448,10 +394,7 @@ def explore(model: nn.Module, images: torch.Tensor, labels: Sequence[int] | torc
         raise ValueError(f"the model has {probs.shape[1]} outputs but {len(classes)} class names were given")
 
     def draw_cam(ax: plt.Axes, index: int, klass: int, layer: str) -> None:
-        img = _as_image(images[index])
-        cam = grad_cam(model, images[index], layer, klass)[0].cpu().numpy()
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-        ax.imshow(cam, cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="nearest")
+        overlay(ax, images[index], grad_cam(model, images[index], layer, klass)[0])
         ax.set_title(f"{layer}: {classes[klass]} ({probs[index, klass]:.0%})", fontsize=7)
         ax.axis("off")
 
@@ -466,8 +409,7 @@ def explore(model: nn.Module, images: torch.Tensor, labels: Sequence[int] | torc
 
     def figure(image: int, klass: int, layer: str) -> plt.Figure:
         fig, axes = plt.subplots(1, 3, figsize=(3 * size * 1.4, size * 1.6))
-        img = _as_image(images[image])
-        axes[0].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+        overlay(axes[0], images[image])
         axes[0].set_title(f"true: {classes[labels[image]]}", fontsize=8)
         axes[0].axis("off")
         draw_cam(axes[1], image, klass, layer)
@@ -528,7 +470,7 @@ class TrainingSnapshots:
     def timeline(self, kind: str = "cam", caption: str | None = None, max_epochs: int = 8,
                  size: float = 1.35) -> plt.Figure:
         """Rows: the fixed images; columns: epochs; each cell the Grad-CAM (or activation) map and the prediction."""
-        from .plots import _as_image, banner
+        from .plots import banner, overlay
 
         if kind not in ("cam", "activation"):
             raise ValueError(f"kind must be 'cam' or 'activation', got {kind!r}")
@@ -545,10 +487,8 @@ class TrainingSnapshots:
             axes[0, j].set_title(f"epoch {shot['epoch']}{acc}", fontsize=8)
             for i in range(n):
                 ax = axes[i, j]
-                img = _as_image(self.images[i])
                 if kind == "cam":
-                    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-                    ax.imshow(shot["cam"][i].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="nearest")
+                    overlay(ax, self.images[i], shot["cam"][i])
                 else:
                     ax.imshow(shot["activation"][i].numpy(), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
                 pred = shot["pred"][i]

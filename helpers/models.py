@@ -1,7 +1,9 @@
-"""Models of the book: MLP, CIFAR-style ResNet-18, VGG-16 (torchvision layout), SimpleNet; input normalisation."""
+"""Models of the book (MLP, CIFAR-style ResNet-18, VGG-16, SimpleNet, input normalisation) and tools for any model:
+parameter counts, eval mode for a block, freezing, the output of one layer."""
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -212,11 +214,65 @@ class SimpleNet(nn.Module):
         return self.fc(torch.flatten(self.relu(self.conv(self.normalize(x))), 1))
 
 
-def freeze(module: nn.Module, trainable: nn.Module | None = None) -> nn.Module:
-    """Freeze every parameter of `module` except those of `trainable` (e.g. the head to fine-tune)."""
+# ---------------------------------------------------------------- tools for any model
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module in eval mode, then restore each module's own mode (even after an error)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def freeze(module: nn.Module, trainable: nn.Module | None = None, keep_eval: bool = False) -> nn.Module:
+    """Freeze every parameter of `module` except those of `trainable` (e.g. the head to fine-tune).
+
+    keep_eval=True also keeps `module` in eval mode whenever it runs, even after its parent's
+    `train()` (as `fit` calls every epoch): BatchNorm keeps its running statistics and dropout
+    stays off. A forward pre-hook switches it back to eval mode before each forward pass; the
+    parameters and the state_dict are those of the plain module.
+    """
     for p in module.parameters():
         p.requires_grad_(False)
     if trainable is not None:
         for p in trainable.parameters():
             p.requires_grad_(True)
+    if keep_eval:
+        module.eval()
+        module.register_forward_pre_hook(_run_in_eval)
     return module
+
+
+def _run_in_eval(module: nn.Module, inputs: Any) -> None:
+    """Forward pre-hook of freeze(keep_eval=True): a parent's train() never makes this module train."""
+    if module.training:
+        module.eval()
+
+
+class _Stop(Exception):
+    """Raised by forward_to's hook: the layer's output is kept, the rest of the forward pass skipped."""
+
+
+def forward_to(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The output of `module` (a sub-module of `model`) for x, without running the layers after it.
+
+    A forward hook keeps the output and stops the forward pass; it is always removed, even if the model raises.
+    """
+    kept: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        kept.append(output)
+        raise _Stop
+
+    handle = module.register_forward_hook(hook)
+    try:
+        model(x)
+    except _Stop:
+        return kept[0]
+    finally:
+        handle.remove()
+    raise ValueError(f"{type(module).__name__} did not run in the model's forward pass")

@@ -76,22 +76,38 @@ def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols:
     return banner(fig, caption)
 
 
-def heatmap_overlays(images: torch.Tensor, heatmaps: Sequence[torch.Tensor | np.ndarray],
-                     titles: Sequence[str] | None = None, alpha: float = 0.5, caption: str | None = None,
-                     cmap: str = "jet") -> plt.Figure:
-    """Images side by side with their heatmaps (in [0, 1]) overlaid."""
+def overlay(ax: plt.Axes, image: torch.Tensor | np.ndarray, heatmap: torch.Tensor | np.ndarray | None = None,
+            alpha: float = 0.5, cmap: str = "jet") -> None:
+    """Draw an image in [0, 1] on `ax` and, if given, a heatmap in [0, 1] over it (the book's one overlay)."""
+    img = _as_image(image)
+    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    if heatmap is not None:
+        heat = heatmap.detach().float().cpu().numpy() if isinstance(heatmap, torch.Tensor) else heatmap
+        ax.imshow(np.squeeze(heat), cmap=cmap, alpha=alpha, vmin=0, vmax=1, interpolation="nearest")
+
+
+def explanation_grid(images: torch.Tensor, rows: Mapping[str, torch.Tensor], titles: Sequence[str] | None = None,
+                     caption: str | None = None, alpha: float = 0.5, size: float = 1.5) -> plt.Figure:
+    """One column per image: the image, then one row per explanation ((N, H, W) maps overlaid, (N, C, H, W) shown)."""
+    images = images[None] if images.ndim == 3 else images
     n = len(images)
-    fig, axes = plt.subplots(2, n, figsize=(1.9 * n, 4), squeeze=False)
+    fig, axes = plt.subplots(1 + len(rows), n, figsize=(size * n + 1.2, size * (1 + len(rows))), squeeze=False)
     for i in range(n):
-        img = _as_image(images[i])
-        heat = heatmaps[i].detach().cpu().numpy() if isinstance(heatmaps[i], torch.Tensor) else heatmaps[i]
-        axes[0, i].imshow(img, cmap="gray" if img.ndim == 2 else None)
-        axes[1, i].imshow(img, cmap="gray" if img.ndim == 2 else None)
-        axes[1, i].imshow(np.squeeze(heat), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
-        for ax in axes[:, i]:
-            ax.axis("off")
+        overlay(axes[0, i], images[i])
         if titles is not None:
-            axes[0, i].set_title(titles[i], fontsize=8)
+            axes[0, i].set_title(titles[i], fontsize=7)
+        for r, maps in enumerate(rows.values(), start=1):
+            m = maps[i].detach().float().cpu()
+            if m.ndim == 2:
+                overlay(axes[r, i], images[i], m, alpha)
+            else:
+                axes[r, i].imshow(_as_image(m), vmin=0, vmax=1, interpolation="nearest")
+    for r, label in enumerate(["image", *rows]):
+        axes[r, 0].text(-0.08, 0.5, label, transform=axes[r, 0].transAxes, ha="right", va="center",
+                        fontsize=8, rotation=90)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
     fig.tight_layout()
     return banner(fig, caption)
 

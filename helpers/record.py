@@ -8,6 +8,8 @@ from typing import Any
 
 from IPython.display import display
 
+from .files import load_json, save_json
+
 
 def record(name: str, value: Any, show: bool = False) -> None:
     """Glue `value` under `name` (myst-nb format); the book pastes it with {glue:text}`name`.
@@ -81,25 +83,19 @@ def save_results(chapter: str, run: Any, values: dict[str, Any]) -> Path:
     The file is keyed by chapter, profile, data source and seed, and lives in the checkpoint folder
     (helpers.profile.checkpoint_dir(), in every profile), so chapter 5 can compare with chapter 4.
     """
-    from .ablation import save_atomic  # the one atomic JSON writer of helpers
-
     if not isinstance(values, dict):
         raise ValueError(f"values must be a dict of plain numbers and strings, got {type(values).__name__}")
     path = results_path(chapter, run)
-    save_atomic({"chapter": str(chapter), "profile": run.profile, "data": run.data, "seed": run.seed,
-                 "values": _plain(values)}, path)
+    save_json({"chapter": str(chapter), "profile": run.profile, "data": run.data, "seed": run.seed,
+               "values": _plain(values)}, path)
     return path
 
 
 def load_results(chapter: str, run: Any) -> dict[str, Any] | None:
     """The values `save_results` stored for `chapter` with `run`'s profile, data source and seed; None if absent."""
-    path = results_path(chapter, run)
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):  # never run, or unreadable: the caller says "run chapter NN first"
-        return None
+    saved = load_json(results_path(chapter, run))  # None if never run: the caller says "run chapter NN first"
     key = {"chapter": str(chapter), "profile": run.profile, "data": run.data, "seed": run.seed}
-    if not isinstance(saved, dict) or any(saved.get(k) != v for k, v in key.items()):
+    if saved is None or any(saved.get(k) != v for k, v in key.items()):
         return None
     values = saved.get("values")
     return values if isinstance(values, dict) else None

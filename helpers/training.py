@@ -1,19 +1,19 @@
-"""The book's one training loop (`fit`), evaluation, early stopping and atomic, resumable checkpoints."""
+"""The book's one training loop (`fit`), evaluation, early stopping and resumable checkpoints (written atomically)."""
 from __future__ import annotations
 
 import math
-import os
-import uuid
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .files import save_torch
+from .models import eval_mode
 from .profile import progress_enabled
 
 Adversary = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -90,28 +90,6 @@ class EarlyStopping:
     def should_stop(self) -> bool:
         """True once `patience` epochs in a row brought no improvement."""
         return self.bad_epochs >= self.patience
-
-
-@contextmanager
-def atomic_file(path: str | Path) -> Iterator[Path]:
-    """A temporary file beside `path` to write; it replaces `path` only if the block ends without error."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name that the writer itself creates, so the file gets the umask's usual permissions
-    # (mkstemp would make it owner-only).
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: a killed kernel never leaves half a file."""
-    with atomic_file(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def load_weights(model: nn.Module, path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
@@ -206,12 +184,10 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: Callable | None = No
     """Mean loss and accuracy of `model` on `loader`, optionally on inputs perturbed by `attack`."""
     device = _model_device(model)
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
-    was_training = model.training
-    model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
-    try:
+    with eval_mode(model):
         for x, y_cpu in loader:
             x, y = _to_device(x, y_cpu, device)
             if attack is not None:
@@ -223,8 +199,6 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: Callable | None = No
                 if track_accuracy:
                     correct += (outputs.argmax(1) == y).sum()
             seen += len(y)
-    finally:
-        model.train(was_training)
     return {"loss": loss_sum.item() / max(seen, 1), "acc": correct.item() / max(seen, 1)}
 
 
@@ -232,13 +206,11 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: Callable | None = No
 def predict(model: nn.Module, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
     """All outputs (on CPU) and labels of `loader` with the model in eval mode."""
     device = _model_device(model)
-    was_training = model.training
-    model.eval()
     outputs, labels = [], []
-    for x, y in loader:
-        outputs.append(model(x.to(device)).float().cpu())
-        labels.append(y)
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in loader:
+            outputs.append(model(x.to(device)).float().cpu())
+            labels.append(y)
     return torch.cat(outputs), torch.cat(labels)
 
 
@@ -318,17 +290,17 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
             history.best_epoch = epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if checkpoint is not None:
-                atomic_save(best_state, best_path(checkpoint))
+                save_torch(best_state, best_path(checkpoint))
         history.stopped_early = stopper.should_stop
         bar.set_postfix({k: f"{getattr(history, k)[-1]:.3f}" for k in METRICS
                          if len(getattr(history, k)) == len(history.epochs) and
                          (track_accuracy or k.endswith("loss"))})
         if checkpoint is not None:
-            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                         "history": history.to_dict(),
-                         "stopper": [stopper.best, stopper.bad_epochs]},
-                        checkpoint)
+            save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                        "history": history.to_dict(),
+                        "stopper": [stopper.best, stopper.bad_epochs]},
+                       checkpoint)
         for callback in callbacks:
             callback(epoch, model, history)
         if history.stopped_early:

@@ -14,7 +14,7 @@ from torch.utils.data import TensorDataset
 
 from .data import ImageSet, digit_augmentation, loader
 from .losses import LabelSmoothingCrossEntropy
-from .models import Normalize, ResNet18, ResNetBase, freeze
+from .models import Normalize, ResNet18, ResNetBase, eval_mode, freeze
 from .profile import get_device, seed_everything
 from .training import EarlyStopping, History, fit
 
@@ -255,12 +255,8 @@ def extract_features(model: nn.Module, data: ImageSet | torch.Tensor, batch_size
         batches = (x for x, _ in loader(data, batch_size, device=device))
     else:
         raise ValueError(f"data must be a helpers.data.ImageSet or a float image tensor, got {type(data).__name__}")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         out = [model.features(x.to(device)).float().cpu() for x in batches]
-    finally:
-        model.train(was_training)
     return torch.cat(out)
 
 

@@ -88,9 +88,9 @@ def test_embedding_caption_names_the_projection_actually_used(records):
     """'auto' means UMAP where umap-learn is installed, else PCA; the recorded method is the one that ran."""
     import importlib.util
 
-    from helpers.profile import SETTINGS
+    from helpers.profile import chapter_settings
 
-    method = SETTINGS["04"]["smoke"]["embedding"]
+    method = chapter_settings("04", "smoke").embedding
     umap_installed = importlib.util.find_spec("umap") is not None
     expected = "UMAP" if method == "umap" or (method == "auto" and umap_installed) else "PCA"
     assert records["ch04_embedding_method"] == expected

@@ -4,7 +4,7 @@ import importlib.util
 import pytest
 import torch
 
-from helpers.profile import SETTINGS, Setup
+from helpers.profile import Setup, chapter_settings
 from helpers.record import load_results, save_results
 
 STEM = "05_circle_loss"
@@ -64,13 +64,13 @@ def test_sweep_covers_the_literature_settings_and_picks_the_main_runs_values(rec
     best_small = max(row["k-NN acc (validation)"] for row in small)
     assert best_small > max(row["k-NN acc (validation)"] for row in large)
     # the chapter says its m and gamma are the ones this (validation-scored) smoke sweep picks
-    main = SETTINGS["05"]["smoke"]
+    main = vars(chapter_settings("05", "smoke"))
     assert records["ch05_sweep_best"] == {"m": main["m"], "gamma": main["gamma"]}
 
 
 @pytest.mark.notebook
 def test_projection_caption_names_the_method_actually_used(records):
-    method = SETTINGS["05"]["smoke"]["projection"]
+    method = chapter_settings("05", "smoke").projection
     umap_installed = importlib.util.find_spec("umap") is not None
     expected = "UMAP" if method == "umap" or (method == "auto" and umap_installed) else "PCA"
     assert records["ch05_projection"] == expected
@@ -83,7 +83,7 @@ def test_comparison_with_chapter_4_is_like_for_like(records):
     ch4_rows = [row for row in rows if row["model"].startswith("Ch. 4")]
     assert [row["model"] for row in ch4_rows] == ["Ch. 4: ResNet-18, cross-entropy (baseline)",
                                                   "Ch. 4: ResNet-18, adversarially trained"]
-    ch4_eps = SETTINGS["04"]["smoke"]["eps"]
+    ch4_eps = chapter_settings("04", "smoke").eps
     assert records["ch05_ch4_eps"] == ch4_eps
     saved = load_results("04", SMOKE_RUN)  # what chapter 4 saved in this session, if it ran
     if records["ch05_ch4_loaded"]:

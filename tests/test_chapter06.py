@@ -2,7 +2,7 @@
 import pytest
 
 from helpers.models import VGG16_CONFIG
-from helpers.profile import SETTINGS
+from helpers.profile import chapter_settings
 
 STEM = "06_separation_index"
 pytestmark = pytest.mark.notebook
@@ -15,15 +15,15 @@ def records(notebook_records):
 
 def test_si_rises_from_the_input_to_the_last_feature_layer(records):
     assert records["ch06_si_last"] > records["ch06_si_input"] + 0.1
-    si_test = records["ch06_layer_si_test"]
+    si_test = records["ch06_layers"]["si_test"]
     assert si_test[-1] > si_test[0] + 0.1
 
 
 def test_layer_curves_cover_the_input_and_all_31_modules(records):
-    names = records["ch06_layer_names"]
+    names = records["ch06_layers"]["layer"]
     assert len(names) == 32 and names[0] == "input" and names[24].startswith("23 MaxPool2d")
     for key in ("si_train", "csi_train", "si_test", "csi_test"):
-        values = records[f"ch06_layer_{key}"]
+        values = records["ch06_layers"][key]
         assert len(values) == 32 and all(0.0 <= v <= 1.0 for v in values), key
 
 
@@ -35,17 +35,18 @@ def test_the_cut_at_module_23_holds_most_of_the_si_rise(records):
 
 
 def test_ranking_is_a_permutation_of_the_cut_features(records):
-    assert sorted(records["ch06_ranking_order"]) == list(range(records["ch06_cut_features"]))
+    assert sorted(records["ch06_ranking"]["order"]) == list(range(records["ch06_cut_features"]))
 
 
 def test_ranking_curve_rises_then_plateaus(records):
-    si = records["ch06_ranking_si"]
+    ranking = records["ch06_ranking"]
+    si = ranking["si"]
     # What greedy selection guarantees: the first point is the best single feature's SI and the
     # last is the SI of all features (the curve itself need not be monotone).
-    assert si[0] == records["ch06_first_feature_si"]
-    assert si[0] >= records["ch06_sampled_single_feature_si"]
-    if records["ch06_single_feature_sample"] == records["ch06_cut_features"]:  # smoke: every feature was tried
-        assert si[0] == records["ch06_sampled_single_feature_si"]
+    assert si[0] == ranking["first_feature_si"]
+    assert si[0] >= ranking["sampled_single_feature_si"]
+    if ranking["single_feature_sample"] == records["ch06_cut_features"]:  # smoke: every feature was tried
+        assert si[0] == ranking["sampled_single_feature_si"]
     assert si[-1] == records["ch06_si_all_cut"]
     # What the chapter shows: a steep rise to a peak that beats all features together, then a
     # plateau. On a few hundred samples SI moves in steps of 1/n, so the exact argmax can land
@@ -70,7 +71,7 @@ def test_models_stay_well_above_chance(records):
 
 
 def test_parameter_counts_match_the_formula(records):
-    smoke = SETTINGS["06"]["smoke"]
+    smoke = vars(chapter_settings("06", "smoke"))
     formula = records["ch06_parameter_formula"]
     # the trunk: every convolution up to module 23 (k x k x c_in x c_out + c_out), BatchNorm if used
     trunk, c_in = 0, 3

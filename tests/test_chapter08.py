@@ -28,14 +28,13 @@ def test_ablating_a_trained_layer_lowers_accuracy(records):
 @pytest.mark.notebook
 def test_tables_have_mean_and_std_over_at_least_two_seeds(records):
     assert records["ch08_n_seeds"] >= 2
-    for name in ("ch08_simple_table", "ch08_recipe_table"):
-        table = records[name]
+    for name, table in (("simple", records["ch08_simple_table"]), ("recipe", records["ch08_recipe"]["table"])):
         assert table, name
         for variant, row in table.items():
             assert {"mean", "std", "n"} <= set(row), (name, variant)
             assert row["n"] >= 2, (name, variant)
             assert 0.0 <= row["mean"] <= 1.0 and math.isfinite(row["std"]) and row["std"] >= 0.0
-    assert len(records["ch08_recipe_table"]) == 10  # one-off (5) + leave-one-out (5)
+    assert len(records["ch08_recipe"]["table"]) == 10  # one-off (5) + leave-one-out (5)
 
 
 @pytest.mark.notebook
@@ -57,10 +56,10 @@ def test_controlled_conv_ablation_and_the_pitfall(records):
 
 @pytest.mark.notebook
 def test_interaction_effects_are_reported(records):
-    effects = records["ch08_recipe_effects"]
+    effects = records["ch08_recipe"]["effects"]
     assert set(effects) == {"batchnorm", "label_smoothing", "augment", "adam"}
     # The recipe with BatchNorm learns well above chance (10 classes).
-    assert records["ch08_recipe_baseline_acc"] > 0.2
+    assert records["ch08_recipe"]["baseline_acc"] > 0.2
     # BatchNorm is the enabling component here: worth a lot when added to the bare recipe.
     assert effects["batchnorm"]["gain alone"] > 0.1
     # One-off and leave-one-out disagree for some component: the components interact.

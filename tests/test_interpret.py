@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import data, fit, interpret, models
-from references import GuidedReLUFunction
+from helpers import data, fit, interpret, models, plots, reference
 
 matplotlib.use("Agg")
 
@@ -144,13 +143,12 @@ def test_guided_backprop_shared_inplace_relu_matches_definition():
     x = torch.rand(3, 3, 8, 8)
     ours = interpret.guided_backprop(model, x, [0, 3, 4])
     xr = x.clone().requires_grad_(True)
-    logits = model(xr, act=GuidedReLUFunction.apply)
+    logits = model(xr, act=reference.GuidedReLU.apply)
     ref, = torch.autograd.grad(logits.gather(1, torch.tensor([[0], [3], [4]])).sum(), xr)
     assert torch.allclose(ours, ref, atol=1e-7, rtol=0)
+    assert torch.allclose(reference.guided_backprop(model, x, [0, 3, 4]), ref, atol=1e-7, rtol=0)
     # and it is not plain backprop: the rule changed something
-    xp = x.clone().requires_grad_(True)
-    plain, = torch.autograd.grad(model(xp).gather(1, torch.tensor([[0], [3], [4]])).sum(), xp)
-    assert not torch.allclose(ours, plain)
+    assert not torch.allclose(ours, reference.input_gradient(model, x, [0, 3, 4]))
 
 
 def test_guided_backprop_equals_pytorch_grad_cam():
@@ -294,20 +292,16 @@ def test_occlusion_with_a_patch_covering_nothing_changes_nothing():
     assert (hidden[:, :, 4:6, 8:11] == 0.25).all() and (hidden != x).sum() <= 2 * 3 * 2 * 3
 
 
-def test_occlusion_matches_a_naive_loop():
+def test_occlusion_matches_the_plain_loop_of_helpers_reference():
     model = vgg()
     x = torch.rand(2, 3, 32, 32)
     heat = interpret.occlusion(model, x, [4, 7], patch=8, stride=8, fill=0.5, batch_size=5)
     assert heat.shape == (2, 32, 32)
-    with torch.no_grad():
-        base = model(x).softmax(1)[[0, 1], [4, 7]]
-        for top in (0, 8, 24):
-            for left in (0, 16):
-                probs = model(interpret.occlude(x, top, left, 8, 8, 0.5)).softmax(1)[[0, 1], [4, 7]]
-                assert torch.allclose(heat[:, top + 3, left + 5], base - probs, atol=1e-6)
+    assert torch.allclose(heat.double(), reference.occlusion(model, x, [4, 7], 8, 8, 0.5), atol=1e-6)
     # overlapping patches: every pixel is covered (the last patch touches the border), no NaN
     heat = interpret.occlusion(model, x[:1], 4, patch=7, stride=5)
     assert torch.isfinite(heat).all() and heat.abs().sum() > 0
+    assert torch.allclose(heat.double(), reference.occlusion(model, x[:1], 4, 7, 5, 0.5), atol=1e-6)
 
 
 def test_occlude_peak_and_least_on_a_model_that_only_sees_one_corner():
@@ -351,7 +345,7 @@ def test_explore_draws_static_panels_and_checks_class_names():
     names = [f"class {i}" for i in range(10)]
     interpret.explore(model, x, [0, 1], names, ["features.8", "features.15"])
     assert no_hooks_left(model)
-    fig = interpret.overlay(x, interpret.grad_cam(model, x, "features.15"), ["a", "b"])
+    fig = plots.explanation_grid(x, {"Grad-CAM": interpret.grad_cam(model, x, "features.15")}, ["a", "b"])
     assert len(fig.axes) == 4
     matplotlib.pyplot.close(fig)
     with pytest.raises(ValueError, match="10 outputs but 3 class names"):

@@ -4,7 +4,7 @@ import torch
 import torchvision
 from torch import nn
 
-from helpers import models, separation
+from helpers import models, reference, separation
 
 
 def small_vgg(batchnorm: bool = False, seed: int = 0) -> nn.Module:
@@ -71,7 +71,7 @@ def test_hooks_removed_and_train_mode_restored_when_the_model_raises():
 
 def test_a_module_that_does_not_run_is_an_error_and_leaves_no_hook():
     model = small_vgg().eval()
-    with pytest.raises(RuntimeError, match="did not run"):
+    with pytest.raises(ValueError, match="did not run"):
         separation.layer_output(model, nn.ReLU(), torch.rand(2, 3, 32, 32))
     assert no_hooks_left(model) and not model.training
 
@@ -112,8 +112,8 @@ def test_values_equal_si_and_csi_of_the_features_extracted_by_hand():
         assert result["csi"][i] == separation.center_separation_index(features, y), result["layer"][i]
     # and an independent check of a few layers against the plain definitions
     for i in (0, 2, 24, 31):
-        assert result["si"][i] == separation.naive_separation_index(hand[i], y), result["layer"][i]
-        assert result["csi"][i] == separation.naive_center_separation_index(hand[i], y), result["layer"][i]
+        assert result["si"][i] == reference.separation_index(hand[i], y), result["layer"][i]
+        assert result["csi"][i] == reference.center_separation_index(hand[i], y), result["layer"][i]
     # the layers really differ: the measure is taken on each module's own output
     assert len(set(result["si"])) > 3
 

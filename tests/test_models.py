@@ -55,6 +55,52 @@ def test_freeze_keeps_only_the_head_trainable():
     assert models.count_parameters(net, trainable_only=True) == models.count_parameters(net.fc)
 
 
+def test_freeze_keep_eval_keeps_the_frozen_part_in_eval_mode_while_its_parent_trains():
+    torch.manual_seed(0)
+    trunk = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Dropout(0.5))
+    head = torch.nn.Linear(8, 2)
+    model = torch.nn.Sequential(models.freeze(trunk, keep_eval=True), head)
+    keys = list(model.state_dict())
+    statistics = {k: v.clone() for k, v in trunk.state_dict().items()}
+    x = torch.randn(16, 4)
+    model.train()  # what fit does every epoch
+    out = model(x)
+    assert not any(m.training for m in trunk.modules()) and head.training
+    assert all(torch.equal(v, trunk.state_dict()[k]) for k, v in statistics.items())  # running stats untouched
+    assert torch.equal(out, model(x))  # no dropout: the same output twice
+    assert models.count_parameters(model, trainable_only=True) == models.count_parameters(head)
+    assert list(model.state_dict()) == keys == ["0.0.weight", "0.0.bias", "0.1.weight", "0.1.bias",
+                                                "0.1.running_mean", "0.1.running_var", "0.1.num_batches_tracked",
+                                                "1.weight", "1.bias"]  # checkpoints load as before
+    plain = models.freeze(torch.nn.Sequential(torch.nn.BatchNorm1d(8)))
+    plain.train()
+    plain(torch.randn(4, 8))
+    assert plain.training  # without keep_eval, train() is obeyed
+
+
+def test_eval_mode_restores_each_modules_own_mode_even_after_an_error():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(), torch.nn.BatchNorm1d(2)).train()
+    model[2].eval()
+    with models.eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert [m.training for m in model.modules()] == [True, True, True, False]
+    with pytest.raises(RuntimeError, match="boom"), models.eval_mode(model):
+        raise RuntimeError("boom")
+    assert [m.training for m in model.modules()] == [True, True, True, False]
+
+
+def test_forward_to_stops_after_the_layer_and_always_removes_its_hook():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(inplace=True), torch.nn.Linear(4, 2))
+    ran = []
+    model[2].register_forward_pre_hook(lambda module, inputs: ran.append(True))
+    x = torch.randn(5, 3)
+    assert torch.equal(models.forward_to(model, model[0], x), model[0](x))  # before the in-place ReLU
+    assert not ran, "the layers after the chosen one must not run"
+    with pytest.raises(ValueError, match="did not run"):
+        models.forward_to(model, torch.nn.ReLU(), x)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
 def test_record_values_are_plain():
     assert _plain(torch.tensor(0.5)) == 0.5
     assert _plain({"a": torch.tensor([1, 2])}) == {"a": [1, 2]}

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import helpers
-from helpers.profile import resolve_data, resolve_profile, SETTINGS
+from helpers.profile import chapter_settings, resolve_data, resolve_profile
 
 
 def test_auto_profile_follows_environment(monkeypatch):
@@ -41,15 +41,8 @@ def test_setup_prints_profile_reason_and_how_to_change(capsys):
     out = capsys.readouterr().out
     assert "Profile: smoke" in out and "PROFILE was set" in out and "HELPERS_PROFILE" in out
     assert "Device:" in out and "torch" in out and "seed 3" in out
-    assert run.settings.epochs == SETTINGS["01"]["smoke"]["epochs"]
+    assert run.settings.epochs == chapter_settings("01", "smoke").epochs
     assert run.standin and run.checkpoint("x") is None
-
-
-def test_every_chapter_has_all_profiles_with_the_same_keys():
-    for chapter, rows in SETTINGS.items():
-        assert set(rows) == {"smoke", "cpu", "full"}, chapter
-        keys = {profile: set(row) for profile, row in rows.items()}
-        assert keys["smoke"] == keys["cpu"] == keys["full"], chapter
 
 
 def test_seed_everything_repeats_random_draws():
@@ -74,15 +67,13 @@ def test_checkpoint_names_change_with_settings_and_data(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("profile", ["cpu", "full"])
 def test_chapter_7_builds_chapter_6s_vgg_so_its_checkpoint_loads(profile):
-    from helpers.profile import chapter_settings
-
     ch6, ch7 = vars(chapter_settings("06", profile)), vars(chapter_settings("07", profile))
     architecture = ("width", "hidden", "dropout", "batchnorm")
     assert {k: ch7[k] for k in architecture} == {k: ch6[k] for k in architecture}
 
 
 def test_a_chapter_finds_another_chapters_checkpoint(tmp_path, monkeypatch):
-    # Chapter 7 loads the VGG-16 that chapter 6 trained: same profile, seed and data, chapter 6's settings.
+    # Chapter 7 loads the VGG-16 that chapter 6 trained: same profile, seed and data, chapter 6's declaration.
     monkeypatch.setenv("HELPERS_CHECKPOINT_DIR", str(tmp_path))
     ch6 = helpers.setup("cpu", chapter="06", seed=3, data="standin", quiet=True)
     ch7 = helpers.setup("cpu", chapter="07", seed=3, data="standin", quiet=True)

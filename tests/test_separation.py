@@ -1,9 +1,9 @@
-"""helpers.separation: SI, CSI and forward ranking are identical to naive brute-force definitions."""
+"""helpers.separation: SI, CSI and forward ranking are identical to the brute-force definitions (helpers.reference)."""
 import numpy as np
 import pytest
 import torch
 
-from helpers import separation as sep
+from helpers import _ranking, reference, separation as sep
 
 
 def dataset(kind: str, n: int, d: int, seed: int, classes: int = 3):
@@ -36,18 +36,18 @@ KINDS = ["random", "integers", "relu", "duplicates", "classes"]
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_si_and_csi_equal_naive(kind, seed):
     x, y = dataset(kind, 45, 9, seed)
-    assert sep.separation_index(x, y) == sep.naive_separation_index(x, y)
-    assert sep.center_separation_index(x, y) == sep.naive_center_separation_index(x, y)
+    assert sep.separation_index(x, y) == reference.separation_index(x, y)
+    assert sep.center_separation_index(x, y) == reference.center_separation_index(x, y)
     # small chunks exercise the blockwise path
-    assert sep.separation_index(x, y, chunk=7) == sep.naive_separation_index(x, y)
+    assert sep.separation_index(x, y, chunk=7) == reference.separation_index(x, y)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_forward_ranking_equals_naive_references(kind, seed):
     x, y = dataset(kind, 40, 8, seed)
-    naive = sep.naive_forward_ranking(x, y)
-    incremental = sep.incremental_forward_ranking(x, y)
+    naive = reference.forward_ranking(x, y)
+    incremental = reference.incremental_forward_ranking(x, y)
     assert incremental.order == naive.order and incremental.si == naive.si
     # tiny lists, windows, tiles and chunks push most decisions to the deeper levels
     for kwargs in ({}, dict(list_size=1, window=0, tile=3, chunk=5, block=1), dict(list_size=2, window=1, block=1),
@@ -59,9 +59,9 @@ def test_forward_ranking_equals_naive_references(kind, seed):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_k_d_tree_path_is_exact(kind, monkeypatch):
-    monkeypatch.setattr(sep, "TREE_MIN_ENTRIES", 1)  # trees for every candidate that reaches full rows
+    monkeypatch.setattr(_ranking, "TREE_MIN_ENTRIES", 1)  # trees for every candidate that reaches full rows
     x, y = dataset(kind, 60, 8, 5)
-    naive = sep.naive_forward_ranking(x, y)
+    naive = reference.forward_ranking(x, y)
     fast = sep.forward_ranking(x, y, progress=False, list_size=1, window=0, block=1)
     assert fast.stats.get("tree_entries", 0) > 0, "the k-d tree path was not exercised"
     assert fast.order == naive.order and fast.si == naive.si
@@ -75,9 +75,9 @@ def test_forward_ranking_exact_on_larger_class_structured_data(seed):
     x[:, 7] = x[:, 2]  # exact ties between candidates: the lower index must win
     x = torch.round(x * 4) / 4  # quantised values: ties between distances
     fast = sep.forward_ranking(x, y, progress=False)
-    reference = sep.incremental_forward_ranking(x, y)
-    assert fast.order == reference.order
-    assert fast.si == reference.si
+    expected = reference.incremental_forward_ranking(x, y)
+    assert fast.order == expected.order
+    assert fast.si == expected.si
     assert 7 not in fast.order[:fast.order.index(2)]  # duplicate never beats its lower-index twin
 
 
@@ -162,7 +162,7 @@ def test_ranking_k_out_of_range():
 def test_accepts_images_and_numpy():
     x = np.random.default_rng(0).random((40, 2, 3, 3)).astype(np.float32)
     y = np.arange(40) % 4
-    assert sep.separation_index(x, y) == sep.naive_separation_index(x.reshape(40, -1), y)
+    assert sep.separation_index(x, y) == reference.separation_index(x.reshape(40, -1), y)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -173,8 +173,8 @@ def test_si_with_many_identical_samples(seed):
     x = torch.randn(120, 6, generator=g).clamp(min=0)
     x[torch.rand(120, generator=g) < 0.4] = 0.0
     x[50:60] = x[3]
-    assert sep.separation_index(x, y) == sep.naive_separation_index(x, y)
-    assert sep.center_separation_index(x, y) == sep.naive_center_separation_index(x, y)
+    assert sep.separation_index(x, y) == reference.separation_index(x, y)
+    assert sep.center_separation_index(x, y) == reference.center_separation_index(x, y)
     same_centroids = torch.cat([x[:60], x[:60]]), torch.cat([torch.zeros(60), torch.ones(60)]).long()
     assert sep.center_separation_index(*same_centroids) == 0.5  # identical centroids: label 0 wins
-    assert sep.separation_index(x, y) == sep.naive_separation_index(x, y)
+    assert sep.separation_index(x, y) == reference.separation_index(x, y)

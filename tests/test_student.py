@@ -73,17 +73,17 @@ def test_check_fails_on_the_stub_and_passes_on_the_solution(path, index, check_n
 
 @pytest.mark.parametrize("path,index,check_name,fn_name", exercises())
 def test_check_fails_typical_mistakes_with_a_hint(path, index, check_name, fn_name, capsys):
-    """2-3 known-wrong implementations per exercise (tests/test_check.py): a failing verdict, a hint, no exception."""
-    from test_check import MISTAKES
-
+    """The typical mistakes listed with the check (helpers/check/chNN.py): a failing verdict, a hint, no exception."""
     import helpers
 
-    assert check_name in MISTAKES and len(MISTAKES[check_name]) >= 2, f"no typical mistakes for check.{check_name}"
-    for wrong, words in MISTAKES[check_name]:
-        assert getattr(helpers.check, check_name)(wrong) is False
+    mistakes = [m for m in helpers.check.MISTAKES if m.check == check_name]
+    assert len(mistakes) >= 2, f"no typical mistakes for check.{check_name}"
+    for mistake in mistakes:
+        assert getattr(helpers.check, check_name)(mistake.wrong) is False
         out = capsys.readouterr().out
         assert "\u274c" in out and "Hint:" in out and "Traceback" not in out, out
-        assert words.lower() in out.lower(), f"{words!r} not in:\n{out}"
+        for words in mistake.words:
+            assert words.lower() in out.lower(), f"{words!r} not in:\n{out}"
 
 
 def test_hint_continuation_lines_are_kept():

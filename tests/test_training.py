@@ -1,5 +1,3 @@
-import os
-
 import pytest
 import torch
 from torch import nn
@@ -142,20 +140,16 @@ def test_wrong_input_shape_is_a_clear_error():
         helpers.fit(m, train, val, epochs=0, optimizer=torch.optim.Adam(m.parameters()))
 
 
-def test_atomic_save_keeps_the_old_file_on_failure_and_uses_normal_permissions(tmp_path):
-    from helpers.training import atomic_save
-
-    path = tmp_path / "weights.pt"
-    atomic_save({"w": torch.ones(2)}, path)
-    umask = os.umask(0)
-    os.umask(umask)
-    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's owner-only 0600
-
-    class Unpicklable:
-        def __reduce__(self):
-            raise RuntimeError("cannot pickle")
-
-    with pytest.raises(RuntimeError, match="cannot pickle"):
-        atomic_save({"w": Unpicklable()}, path)
-    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))  # the old file survives
-    assert not list(tmp_path.glob("*.tmp"))
+def test_evaluate_and_predict_restore_each_modules_own_mode_even_after_an_error():
+    train, val = loaders()
+    model = make_model().train()
+    model.net[1].eval()  # a sub-module its owner keeps in eval mode
+    modes = [m.training for m in model.modules()]
+    helpers.evaluate(model, val)
+    helpers.predict(model, val)
+    assert [m.training for m in model.modules()] == modes
+    bad = data.loader(TensorDataset(torch.randn(4, 5), torch.zeros(4, dtype=torch.long)), 4, device="cpu")
+    for function in (helpers.evaluate, helpers.predict):
+        with pytest.raises(ValueError, match="values per sample"):
+            function(model, bad)
+        assert [m.training for m in model.modules()] == modes

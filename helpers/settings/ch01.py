@@ -1,0 +1,15 @@
+"""Chapter 1 (MLP and backpropagation on MNIST): settings per profile and what defines its checkpoints."""
+
+COMMON = dict(batch_size=128, sgd_lr=0.1, adam_lr=1e-3, deep_layers=10)
+
+OVERRIDES = {
+    "smoke": dict(train_size=4000, test_size=1000, epochs=20, patience=4),
+    "cpu": dict(train_size=12000, test_size=2000, epochs=15, patience=5),
+    "full": dict(train_size=None, test_size=None, epochs=30, patience=5),
+}
+
+# Every checkpoint is one MLP of the grid (its activation, loss and optimiser are in the name);
+# deep_layers only sizes the step-size demonstration, which is never trained.
+CHECKPOINTS = {
+    "*": ("train_size", "batch_size", "epochs", "patience", "sgd_lr", "adam_lr"),
+}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -10,7 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.model_selection import StratifiedShuffleSplit
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
+
+from .settings import Capped, uncapped
 
 DATASETS = ("mnist", "svhn", "cifar10")
 SPLITS = ("train", "test")
@@ -27,6 +30,9 @@ MANUAL_FILES = {
     "svhn": "train_32x32.mat and test_32x32.mat (from the SVHN website, 'Format 2')",
     "cifar10": "cifar-10-python.tar.gz (or its extracted folder cifar-10-batches-py/)",
 }
+# Samples per split of the real datasets: what a rehearsal's stand-ins stand for when a profile loads it all.
+REAL_SIZES = {("mnist", "train"): 60000, ("mnist", "test"): 10000, ("svhn", "train"): 73257,
+              ("svhn", "test"): 26032, ("cifar10", "train"): 50000, ("cifar10", "test"): 10000}
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -43,9 +49,12 @@ class ImageSet:
     y: torch.Tensor
     classes: list[str]
     source: str
+    represents: int | None = None  # a rehearsal's capped set: how many samples the real run has here
 
     def __post_init__(self) -> None:
         check_images(self.x, self.y, len(self.classes))
+        if self.represents is not None:
+            _CAPPED_SETS.append(weakref.ref(self))
 
     def __len__(self) -> int:
         return len(self.y)
@@ -66,11 +75,12 @@ class ImageSet:
     def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> "ImageSet":
         """A new ImageSet holding only the samples at `index`."""
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
-        return ImageSet(self.name, self.split, self.x[index], self.y[index], self.classes, self.source)
+        represents = None if self.represents is None else round(self.represents * len(index) / max(len(self), 1))
+        return ImageSet(self.name, self.split, self.x[index], self.y[index], self.classes, self.source, represents)
 
     def dataset(self, transform: Callable | None = None) -> "ImageDataset":
         """A torch Dataset yielding float images in [0, 1] (after `transform`) and labels."""
-        return ImageDataset(self.x, self.y, transform)
+        return ImageDataset(self.x, self.y, transform, self.represents)
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All images as float in [0, 1] and the labels."""
@@ -80,8 +90,9 @@ class ImageSet:
 class ImageDataset(Dataset):
     """uint8 images converted to float [0, 1] per item, then an optional per-sample transform."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform: Callable | None = None):
-        self.x, self.y, self.transform = x, y, transform
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform: Callable | None = None,
+                 represents: int | None = None):
+        self.x, self.y, self.transform, self.represents = x, y, transform, represents
 
     def __len__(self) -> int:
         return len(self.y)
@@ -131,9 +142,33 @@ def load(name: str, split: str = "train", *, source: str, n: int | None = None, 
         data = load_npz(Path(source) / f"{name}_{split}.npz", name=name, split=split)
     else:
         raise ValueError(f"Unknown data source {source!r}: 'standin', 'real' or a folder of .npz files.")
+    whole = REAL_SIZES[name, split] if source == "standin" else len(data)
     if n is not None and source != "standin" and n < len(data):
         data = data.subset(stratified_subset(data.y, n, seed))
+    if isinstance(n, Capped):  # a rehearsal: remember how many samples the real run loads here
+        data.represents = min(uncapped(n) or whole, whole)
+        _CAPPED_SETS.append(weakref.ref(data))
     return data
+
+
+_CAPPED_SETS: list[weakref.ref] = []  # a rehearsal's capped sets, to recognise their labels in tensor datasets
+
+
+def represented(dataset: Dataset) -> int | None:
+    """How many samples of the real run a rehearsal's training set stands for (None if it is not a capped set).
+
+    An ImageDataset knows; a TensorDataset (features the chapter computed from a capped set) is
+    recognised by its labels, which are those of the capped set it came from.
+    """
+    if getattr(dataset, "represents", None) is not None:
+        return dataset.represents
+    if isinstance(dataset, TensorDataset):
+        labels = dataset.tensors[-1]
+        for ref in _CAPPED_SETS:
+            data = ref()
+            if data is not None and len(data.y) == len(labels) and torch.equal(data.y, labels.cpu()):
+                return data.represents
+    return None
 
 
 def load_real(name: str, split: str, root: Path | None = None) -> ImageSet:
@@ -236,7 +271,7 @@ def gray_to_rgb32(data: ImageSet) -> ImageSet:
         x = x.expand(-1, 3, -1, -1)
     x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
     x = x.round().clamp(0, 255).to(torch.uint8)
-    return ImageSet(data.name, data.split, x, data.y, data.classes, data.source)
+    return ImageSet(data.name, data.split, x, data.y, data.classes, data.source, data.represents)
 
 
 # ---------------------------------------------------------------- offline stand-ins

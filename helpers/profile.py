@@ -9,7 +9,9 @@ import hashlib
 import os
 import platform
 import random
+import shutil
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,7 +19,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from .settings import chapter_settings, checkpoint_keys, flat, setting
+from .settings import (REHEARSAL_BATCHES, REHEARSAL_EPOCHS, REHEARSAL_SAMPLES, REHEARSAL_TRAIN, chapter_settings,
+                       checkpoint_keys, flat, rehearsing, setting)
 
 PROFILES = ("smoke", "cpu", "full")
 DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice, before setup() changes it
@@ -60,6 +63,10 @@ class Setup:
         settings = self.settings if chapter == self.chapter else chapter_settings(chapter, self.profile)
         path = self._checkpoint_path(chapter, name, {key: setting(settings, key) for key in keys})
         _adopt_legacy(self._checkpoint_path(chapter, name, flat(settings)), path)
+        from .training import best_path  # training imports this module
+
+        for file in (path, best_path(path)):  # after a recycled runtime, from the persistent folder
+            restore(file)
         return path
 
     def _checkpoint_path(self, chapter: str, name: str, identity: dict) -> str:
@@ -87,8 +94,70 @@ def _adopt_legacy(legacy: str, path: str) -> None:
 
 
 def checkpoint_dir() -> str:
-    """Where checkpoints go: $HELPERS_CHECKPOINT_DIR, else ~/.cache/dl-dissected/checkpoints."""
-    return os.path.expanduser(os.environ.get("HELPERS_CHECKPOINT_DIR", "~/.cache/dl-dissected/checkpoints"))
+    """Where checkpoints go: $HELPERS_CHECKPOINT_DIR, else ~/.cache/dl-dissected/checkpoints.
+
+    A rehearsal keeps its own in a `rehearsal` subfolder: capped runs never mix with real ones.
+    """
+    folder = os.path.expanduser(os.environ.get("HELPERS_CHECKPOINT_DIR", "~/.cache/dl-dissected/checkpoints"))
+    return os.path.join(folder, "rehearsal") if rehearsing() else folder
+
+
+# ---------------------------------------------------------------- persistence (e.g. Google Drive on Colab)
+
+def persist_dir() -> Path | None:
+    """The persistent folder that checkpoints are copied to after every epoch: $HELPERS_PERSIST_DIR, else None."""
+    folder = os.environ.get("HELPERS_PERSIST_DIR", "").strip()
+    if not folder:
+        return None
+    return Path(folder).expanduser() / ("rehearsal" if rehearsing() else "")
+
+
+def persisted(path: str | Path) -> Path | None:
+    """Where `path` (a file in the checkpoint folder) has its persistent copy; None without a persistent folder."""
+    folder = persist_dir()
+    if folder is None:
+        return None
+    path = Path(path)
+    try:
+        return folder / path.resolve().relative_to(Path(checkpoint_dir()).resolve())
+    except ValueError:  # a checkpoint outside the checkpoint folder keeps its name only
+        return folder / path.name
+
+
+def persist(path: str | Path) -> bool:
+    """Copy `path` to the persistent folder (temporary file, then rename); warn and go on if that fails.
+
+    The folder is never created here: if a Drive mount drops, its mount point vanishes or stops
+    accepting files, and creating it again would only write to the local disk under a persistent name.
+    """
+    target = persisted(path)
+    if target is None:
+        return False
+    tmp = target.with_name(target.name + ".copying")
+    try:
+        if not persist_dir().is_dir():
+            raise FileNotFoundError("the folder is missing")
+        target.parent.mkdir(exist_ok=True)  # a subfolder of the persistent folder, if any
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+    except OSError as error:
+        warnings.warn(f"Could not copy {Path(path).name} to the persistent folder {persist_dir()} ({error}). "
+                      f"Training goes on and the local copy is complete; is Google Drive still mounted?",
+                      RuntimeWarning, stacklevel=2)
+        return False
+    return True
+
+
+def restore(path: str | Path) -> bool:
+    """If `path` is missing locally but has a persistent copy, copy it back (a recycled runtime resumes)."""
+    source = persisted(path)
+    path = Path(path)
+    if path.exists() or source is None or not source.is_file():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, path)
+    print(f"Restored {path.name} from the persistent folder {persist_dir()}.")
+    return True
 
 
 def has_gpu() -> bool:
@@ -104,6 +173,8 @@ def resolve_profile(profile: str = "auto") -> tuple[str, str]:
             name, reason = env, "HELPERS_PROFILE is set"
         elif has_gpu():
             name, reason = "full", "a GPU was found and HELPERS_PROFILE is not set"
+        elif "google.colab" in sys.modules:
+            name, reason = "cpu", "this is Colab without a GPU: real data (Colab has a network) at CPU scale"
         else:
             name, reason = "smoke", "no GPU was found and HELPERS_PROFILE is not set"
     else:
@@ -116,9 +187,13 @@ def resolve_profile(profile: str = "auto") -> tuple[str, str]:
 
 
 def resolve_data(data: str, profile: str) -> str:
-    """Turn DATA ("auto", "standin", "real" or a folder of .npz files) into a data source."""
+    """Turn DATA ("auto", "standin", "real" or a folder of .npz files) into a data source.
+
+    "auto" means $HELPERS_DATA when set (how `make notebooks DATA_DIR=...` hands over a folder without
+    writing its path into the notebook), else stand-ins in smoke and real data otherwise.
+    """
     if data is None or str(data).lower() == "auto":
-        return "standin" if profile == "smoke" else "real"
+        data = os.environ.get("HELPERS_DATA", "").strip() or ("standin" if profile == "smoke" else "real")
     if str(data).lower() in ("standin", "real"):
         return str(data).lower()
     if os.path.isdir(os.path.expanduser(str(data))):
@@ -188,16 +263,42 @@ def setup(profile: str = "auto", chapter: str | None = None, seed: int = 0,
     settings = chapter_settings(chapter, name) if chapter is not None else SimpleNamespace()
     run = Setup(name, reason, dev, seed, source, chapter, settings)
     if not quiet:
+        from IPython import get_ipython
+
+        from . import __version__, provenance
+        from .settings import chapter_module
+
+        # The first line of every chapter's outputs says what produced them (the recording keeps it too).
+        loads = getattr(chapter_module(chapter), "RECORDING", {}).get("loads", ()) if chapter is not None else ()
+        record = provenance.provenance(name, provenance.data_text(loads, source), __version__,
+                                       provenance.machine(dev, threads))
+        text, in_kernel = provenance.line(record), get_ipython() is not None
+        if in_kernel:  # as Markdown, the line wraps on a narrow page instead of hiding its end
+            from IPython.display import display
+
+            display({"text/markdown": text.replace("Run:", "**Run:**", 1), "text/plain": text}, raw=True)
+        else:
+            print(text)
         others = ", ".join(p for p in PROFILES if p != name)
-        data_text = {"standin": "offline stand-ins (generated, no download; figures say so)",
-                     "real": "real datasets via torchvision (downloaded to the data root)"}.get(
-                         source, "local .npz files")
         print(f"Profile: {name} ({reason}) - {PROFILE_HELP[name]}.")
         print(f"  To choose another ({others}): set PROFILE in the parameters cell, "
               f"or HELPERS_PROFILE before starting Jupyter.")
-        print(f"Data: {data_text}.")
         print(f"Device: {dev.type} ({threads} CPU thread{'s' * (threads > 1)}) | seed {seed} | {versions()}")
+        if chapter is not None and in_kernel:  # outside a kernel, glue would print the dict
+            from .record import record as glue
+
+            glue(f"ch{chapter}_provenance", record)
         if "google.colab" in sys.modules and dev.type == "cpu":
             print("Tip: Runtime > Change runtime type > GPU gives the full profile.")
+    if rehearsing() and not quiet:
+        print(f"Rehearsal (HELPERS_REHEARSAL is set): the {name} profile's code path with its counts capped - "
+              f"{REHEARSAL_EPOCHS} epoch per training phase, at most {REHEARSAL_BATCHES} batches per epoch and "
+              f"{REHEARSAL_TRAIN} training samples ({REHEARSAL_SAMPLES} for tests and checks). It proves the "
+              f"run works; its numbers mean nothing.")
+    if persist_dir() is not None:
+        persist_dir().mkdir(parents=True, exist_ok=True)
+        if not quiet:
+            print(f"Persistence: checkpoints are copied to {persist_dir()} after every epoch, and restored "
+                  f"from there when the local copy is missing (a recycled runtime resumes).")
     return run
 

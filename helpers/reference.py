@@ -63,14 +63,14 @@ def inverted_dropout(h: torch.Tensor, keep: torch.Tensor, p: float, training: bo
                      mistake: str | None = None) -> torch.Tensor:
     """Zero the dropped units (keep = 0), scale the kept ones by 1 / (1 - p); unchanged when not training.
 
-    mistake: "original" (no scaling in training, times (1 - p) at test time: the non-inverted dropout),
+    mistake: "classic" (no scaling in training, times (1 - p) at test time: the non-inverted dropout),
     "shrink" (times (1 - p)), "drop-probability" (divided by p), "swapped-mask" (the dropped units kept),
     "always" (also in evaluation).
     """
     if not training and mistake != "always":
-        return h * (1 - p) if mistake == "original" else h
+        return h * (1 - p) if mistake == "classic" else h
     kept = h * (1 - keep) if mistake == "swapped-mask" else h * keep
-    if mistake == "original":
+    if mistake == "classic":
         return kept
     if mistake == "shrink":
         return kept * (1 - p)

@@ -36,6 +36,11 @@ EPS = 1e-10
 FLUSH = 1e-100
 UNIT_ROUNDOFF = 2.0 ** -53
 INF = float("inf")
+# Where `forward_ranking` runs when it is handed a CUDA device: its branch and bound is a long chain of
+# small dependent steps (each a kernel launch, many a device-to-host sync, data-dependent Python control
+# flow) and its k-d trees are CPU-only, so a GPU does not run it faster. None: on the device given.
+# benchmarks/gpu_check.sh times both paths on a GPU.
+RANKING_DEVICE: str | None = "cpu"
 
 
 # ---------------------------------------------------------------- input checks and normalisation
@@ -273,11 +278,17 @@ def forward_ranking(x, y, k: int | None = None, *, normalize: bool = True,
     Memory: the n x n float64 distance matrix (8 n^2 bytes: 200 MB for n = 5,000), the z-scored
     features twice and two int64 sort orders (32 n d bytes), long lists (about 4 KB per sample),
     plus per step about 60 n * tile + 500 * chunk bytes of temporaries and 1 byte per sample and
-    candidate. Runs on `device` (CUDA when given). `stats` records counts and seconds per level.
+    candidate. Runs on the CPU, also when `device` is CUDA (see RANKING_DEVICE): about 8 minutes for
+    5,000 x 2,048 on 2 threads. `stats` records counts and seconds per level.
     The machinery (`_ForwardRanker`, its lists, bounds and levels) lives in helpers/_ranking.py.
     """
-    z, labels = prepare(x, y, normalize, device)
+    on_cpu = device is not None and torch.device(device).type == "cuda" and RANKING_DEVICE is not None
+    z, labels = prepare(x, y, normalize, RANKING_DEVICE if on_cpu else device)
     n, d = z.shape
+    if on_cpu:
+        print(f"Forward ranking of {n:,} samples x {d:,} features: on the CPU ({torch.get_num_threads()} "
+              f"threads), not the GPU - its thousands of small dependent steps run no faster there. The "
+              f"original 5,000 x 2,048 takes about 8 minutes on 2 threads.")
     k = _check_k(k, d)
     ranker = _ForwardRanker(z, labels, tile=tile, list_size=list_size, block=block,
                             window=window, window_steps=window_steps, chunk=chunk)

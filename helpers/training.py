@@ -1,6 +1,7 @@
 """The book's one training loop (`fit`), evaluation, early stopping and resumable checkpoints (written atomically)."""
 from __future__ import annotations
 
+import itertools
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -14,7 +15,8 @@ from tqdm.auto import tqdm
 
 from .files import save_torch
 from .models import eval_mode
-from .profile import progress_enabled
+from .profile import persist, progress_enabled, restore
+from .settings import REHEARSAL_BATCHES, rehearsing
 
 Adversary = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[int, nn.Module, "History"], None]
@@ -135,12 +137,14 @@ def _grad_scaler() -> Any:
 def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                 loss_fn: Callable, adversary: Adversary | None = None,
                 scaler: Any = None, track_accuracy: bool = True,
-                bar: Any = None) -> tuple[float, float]:
+                bar: Any = None, max_batches: int | None = None,
+                probe: Callable[[], Any] | None = None) -> tuple[float, float]:
     """One pass over `loader`: (optional adversarial replacement), forward, backward, step. Returns loss, acc.
 
     Sums stay on the device and are read once at the end: reading a GPU number every batch
     would make the CPU wait for the GPU at every step. For the same reason a non-finite loss
     is caught after each batch on the CPU, but only at the end of the epoch on a GPU.
+    `max_batches` ends the epoch early (a rehearsal); `probe()` is a context manager around the first step.
     """
     device = _model_device(model)
     check_each_batch = device.type != "cuda"
@@ -149,24 +153,26 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
     autocast = (torch.autocast("cuda", dtype=torch.float16) if scaler is not None else nullcontext())
-    for x, y_cpu in loader:
-        x, y = _to_device(x, y_cpu, device)
-        if adversary is not None:
-            x = adversary(model, x, y)
-        with autocast:
-            outputs = model(x)
-            _check_labels(outputs, y_cpu, track_accuracy)
-            loss = loss_fn(outputs, y)
-        if check_each_batch and not torch.isfinite(loss):
-            raise FloatingPointError(f"the loss became {loss.item()}")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+    batches = loader if max_batches is None else itertools.islice(loader, max_batches)
+    for batch, (x, y_cpu) in enumerate(batches):
+        with probe() if probe is not None and batch == 0 else nullcontext():
+            x, y = _to_device(x, y_cpu, device)
+            if adversary is not None:
+                x = adversary(model, x, y)
+            with autocast:
+                outputs = model(x)
+                _check_labels(outputs, y_cpu, track_accuracy)
+                loss = loss_fn(outputs, y)
+            if check_each_batch and not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss.item()}")
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
         loss_sum += loss.detach() * len(y)
         seen += len(y)
         if track_accuracy:
@@ -226,7 +232,10 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     `checkpoint`), and restored at the end if `restore_best`. With `checkpoint`, the full state
     (model, optimizer, scheduler, history) is written atomically after every epoch and a re-run
     resumes where a killed run stopped. `adversary(model, x, y)` may replace each training batch.
-    On CUDA, mixed precision (`amp`) and channels-last are used.
+    On CUDA, mixed precision (`amp`) and channels-last are used. With $HELPERS_PERSIST_DIR set, both
+    files are copied there after every epoch and restored from there when missing locally.
+    In a rehearsal (HELPERS_REHEARSAL=1) an epoch stops after REHEARSAL_BATCHES batches, and with
+    $HELPERS_WORKLOAD set the run's workload is recorded there (helpers.workload).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -244,6 +253,9 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         "val_loss" if val_loader is not None else "train_loss")
     stopper = early_stopping or EarlyStopping(monitored, patience=10**9)  # still tracks the best epoch
 
+    if checkpoint is not None:
+        for file in (checkpoint, best_path(checkpoint)):
+            restore(file)
     if checkpoint is not None and Path(checkpoint).exists():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
@@ -262,12 +274,20 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     generator = getattr(train_loader, "generator", None)
     if generator is not None and start == 1:  # same seed, same data order: runs compare like for like
         generator.manual_seed(generator.initial_seed())
+    max_batches = REHEARSAL_BATCHES if rehearsing() else None
+    probe = None
+    if rehearsing() and start <= epochs:
+        from . import workload
+
+        probe = workload.probe(model, optimizer, train_loader, epochs, desc)
     show = progress_enabled() if progress is None else progress
-    bar = tqdm(total=(epochs - start + 1) * len(train_loader), desc=desc, disable=not show, leave=False)
+    batches = min(len(train_loader), max_batches or len(train_loader))
+    bar = tqdm(total=(epochs - start + 1) * batches, desc=desc, disable=not show, leave=False)
     for epoch in range(start, epochs + 1):
         try:
             train_loss, train_acc = train_epoch(model, train_loader, optimizer, loss_fn, adversary,
-                                                scaler, track_accuracy, bar)
+                                                scaler, track_accuracy, bar, max_batches,
+                                                probe if epoch == start else None)
         except FloatingPointError as error:  # keep what was learnt so far instead of losing the run
             history.diverged = f"{error} in epoch {epoch}"
             print(f"{desc}: training diverged ({history.diverged}); stopped, keeping the best "
@@ -291,6 +311,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if checkpoint is not None:
                 save_torch(best_state, best_path(checkpoint))
+                persist(best_path(checkpoint))
         history.stopped_early = stopper.should_stop
         bar.set_postfix({k: f"{getattr(history, k)[-1]:.3f}" for k in METRICS
                          if len(getattr(history, k)) == len(history.epochs) and
@@ -301,6 +322,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
                         "history": history.to_dict(),
                         "stopper": [stopper.best, stopper.bad_epochs]},
                        checkpoint)
+            persist(checkpoint)
         for callback in callbacks:
             callback(epoch, model, history)
         if history.stopped_early:

@@ -25,6 +25,9 @@ from pathlib import Path
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from helpers.provenance import METADATA_KEY  # noqa: E402
 REPOSITORY = "dl-dissected/deep-learning-dissected"
 BRANCH = "main"
 
@@ -135,6 +138,7 @@ def student_cell_source(source: str) -> str:
 def student_notebook(path: Path) -> nbformat.NotebookNode:
     """The student edition of one chapter notebook."""
     nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop(METADATA_KEY, None)  # the student edition has no recorded outputs to describe
     solutions = 0
     for cell in nb.cells:
         if cell.cell_type == "code":

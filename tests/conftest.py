@@ -1,4 +1,9 @@
-"""Shared fixtures: every chapter notebook is executed once per session (smoke profile, papermill)."""
+"""Shared fixtures: every chapter notebook is executed once per session (smoke profile, papermill).
+
+The chapter tests and the nbval comparison of the `nbval-check-output` cells read that one execution.
+`pytest tests/test_chapter04.py --recorded` feeds the chapter tests the committed notebook's records
+instead (does a real-data recording still show the chapter's phenomena?); tests marked `fresh_run` skip.
+"""
 from __future__ import annotations
 
 import os
@@ -13,6 +18,7 @@ import pytest
 os.environ["HELPERS_PROFILE"] = "smoke"
 os.environ["HELPERS_PROGRESS"] = "0"
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.pop("HELPERS_DATA", None)  # the recording's data folder: tests run on the stand-ins
 
 ROOT = Path(__file__).resolve().parents[1]
 # torchattacks (test-only) lives outside site-packages, installed without its pins (see the Makefile).
@@ -21,7 +27,7 @@ if VENDOR.is_dir() and str(VENDOR) not in sys.path:
     sys.path.append(str(VENDOR))
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes in kernel tracebacks
-_executed: dict[str, dict] = {}
+_executed: dict[str, Path | AssertionError] = {}
 _seconds: dict[str, float] = {}
 
 
@@ -29,12 +35,10 @@ class NotebookFailed(AssertionError):
     """A chapter notebook raised: names the notebook and the failing cell."""
 
 
-def execute_notebook(stem: str, out_dir: Path) -> dict:
-    """Run notebooks/<stem>.ipynb with papermill (PROFILE='smoke'); return its recorded results."""
+def execute_notebook(stem: str, out_dir: Path) -> Path:
+    """Run notebooks/<stem>.ipynb with papermill (PROFILE='smoke'); return the executed copy."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
-
-    from helpers.record import read_records
 
     source = ROOT / "notebooks" / f"{stem}.ipynb"
     output = out_dir / f"{stem}.ipynb"
@@ -48,7 +52,7 @@ def execute_notebook(stem: str, out_dir: Path) -> dict:
                              f"{ANSI.sub('', ''.join(error.traceback[-3:]))}") from None
     finally:
         _seconds[stem] = time.perf_counter() - start
-    return read_records(output)
+    return output
 
 
 def _locate(notebook: Path, failed_source: str) -> str:
@@ -74,22 +78,81 @@ def torch_threads_as_in_the_notebooks():
     torch.set_num_threads(before)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--recorded", action="store_true",
+                     help="chapter tests read the committed notebooks' records instead of a fresh smoke run")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under --recorded, skip the tests that only make sense on a fresh smoke run, saying why."""
+    if not config.getoption("--recorded"):
+        return
+    for item in items:
+        marker = item.get_closest_marker("fresh_run")
+        if marker:
+            reason = marker.args[0] if marker.args else "needs a fresh smoke run"
+            item.add_marker(pytest.mark.skip(reason=f"--recorded: {reason}"))
+
+
 @pytest.fixture(scope="session")
-def notebook_records(tmp_path_factory):
-    """notebook_records(stem) -> the values the notebook recorded with helpers.glue (run once per session)."""
+def executed_notebook(request, tmp_path_factory):
+    """executed_notebook(stem) -> path of the notebook's one smoke execution this session (under --recorded:
+    the committed notebook)."""
+    if request.config.getoption("--recorded"):
+        return lambda stem: ROOT / "notebooks" / f"{stem}.ipynb"
     out_dir = tmp_path_factory.mktemp("executed")
     os.environ["HELPERS_CHECKPOINT_DIR"] = str(tmp_path_factory.mktemp("checkpoints"))
 
-    def get(stem: str) -> dict:
+    def get(stem: str) -> Path:
         if stem not in _executed:
-            _executed[stem] = execute_notebook(stem, out_dir)
+            try:
+                _executed[stem] = execute_notebook(stem, out_dir)
+            except NotebookFailed as error:  # every test of this notebook reports it; none runs it again
+                _executed[stem] = error
+        if isinstance(_executed[stem], NotebookFailed):
+            raise _executed[stem]
         return _executed[stem]
 
     return get
 
 
+@pytest.fixture(scope="session")
+def notebook_records(executed_notebook):
+    """notebook_records(stem) -> the values the notebook recorded with helpers.glue (run once per session)."""
+    from helpers.record import read_records
+
+    cache: dict[str, dict] = {}
+
+    def get(stem: str) -> dict:
+        if stem not in cache:
+            cache[stem] = read_records(executed_notebook(stem))
+        return cache[stem]
+
+    return get
+
+
+def recorded_with_older_helpers() -> list[str]:
+    """Committed notebooks whose recording used other helpers/ files than the current ones."""
+    import json
+
+    from helpers.provenance import METADATA_KEY, helpers_hash
+
+    current = helpers_hash()
+    stale = []
+    for path in NOTEBOOKS:
+        stamp = json.loads(path.read_text())["metadata"].get(METADATA_KEY)
+        if stamp and stamp.get("helpers") != current:  # no stamp at all fails test_notebooks instead
+            stale.append(path.name)
+    return stale
+
+
 def pytest_terminal_summary(terminalreporter):
-    """Print how long each notebook took in the smoke profile."""
+    """Warn about notebooks recorded with older helpers; print how long each notebook took in the smoke profile."""
+    stale = recorded_with_older_helpers()
+    if stale:
+        terminalreporter.section("recorded notebooks", yellow=True)
+        terminalreporter.write_line(f"WARNING: recorded with an older helpers/ (re-record with `make notebooks`): "
+                                    f"{', '.join(stale)}", yellow=True)
     if _seconds:
         terminalreporter.section("notebook execution times (smoke profile)")
         for stem, seconds in sorted(_seconds.items()):

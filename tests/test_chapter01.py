@@ -85,3 +85,18 @@ def test_adam_with_lr_01_is_worse_than_the_default(records):
     adam_default = next(r["test acc"] for r in records["ch01_grid"]
                         if (r["activation"], r["loss"], r["optimizer"]) == ("ReLU", "cross-entropy", "Adam"))
     assert records["ch01_adam_lr01_acc"] < adam_default
+
+
+def test_a_validation_split_by_batch_position_leaks_once_the_loader_shuffles(records):
+    # The original's loop on MNIST's 60,000 indices, batch 128: batch int(0.8 * 469) = 375 neither
+    # trains nor validates; without shuffling the other 11,872 validation images are a clean holdout,
+    # with shuffling nearly all of them have been trained on by epoch 5.
+    assert records["ch01_split_unused_images"] == 128
+    assert records["ch01_split_val_size"] == 60_000 - 376 * 128
+    assert records["ch01_split_val_seen_unshuffled"] == 0
+    assert records["ch01_split_val_seen_shuffled"] > 0.99 * records["ch01_split_val_size"]
+    assert records["ch01_split_trained_shuffled"] > 0.99 * 60_000
+
+
+def test_the_shadowed_epoch_count_shortens_every_later_run(records):
+    assert records["ch01_shadowed_epochs"] == list(range(30, 18, -1))

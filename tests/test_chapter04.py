@@ -68,6 +68,7 @@ def test_results_table_shows_this_runs_numbers_beside_the_originals(records):
             assert 0 < rows[model][column] < 1, (model, column)
 
 
+@pytest.mark.fresh_run("reads the file this session's smoke run saved in its checkpoint folder")
 def test_results_are_saved_for_chapter_5(records):
     """The file chapter 5 reads holds exactly the numbers this run recorded (profile, data, seed as keys)."""
     from helpers.profile import Setup
@@ -90,8 +91,16 @@ def test_embedding_caption_names_the_projection_actually_used(records):
 
     from helpers.profile import chapter_settings
 
-    method = chapter_settings("04", "smoke").embedding
+    method = chapter_settings("04", records["ch04_provenance"]["profile"]).embedding
     umap_installed = importlib.util.find_spec("umap") is not None
     expected = "UMAP" if method == "umap" or (method == "auto" and umap_installed) else "PCA"
     assert records["ch04_embedding_method"] == expected
     assert records["ch04_embedding_method"].lower() in records["ch04_embedding_note"].lower()
+
+
+def test_the_clean_accuracy_cost_of_adversarial_training_is_reported(records):
+    cost = records["ch04_baseline_clean_acc"] - records["ch04_advtrained_clean_acc"]
+    assert records["ch04_clean_cost"] == pytest.approx(cost, abs=1e-12)
+    # The smoke run pays the usual price on clean images, and the prose says so.
+    assert cost > 0
+    assert "cost of" in records["ch04_clean_cost_note"]

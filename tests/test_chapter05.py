@@ -64,19 +64,20 @@ def test_sweep_covers_the_literature_settings_and_picks_the_main_runs_values(rec
     best_small = max(row["k-NN acc (validation)"] for row in small)
     assert best_small > max(row["k-NN acc (validation)"] for row in large)
     # the chapter says its m and gamma are the ones this (validation-scored) smoke sweep picks
-    main = vars(chapter_settings("05", "smoke"))
+    main = vars(chapter_settings("05", records["ch05_provenance"]["profile"]))
     assert records["ch05_sweep_best"] == {"m": main["m"], "gamma": main["gamma"]}
 
 
 @pytest.mark.notebook
 def test_projection_caption_names_the_method_actually_used(records):
-    method = chapter_settings("05", "smoke").projection
+    method = chapter_settings("05", records["ch05_provenance"]["profile"]).projection
     umap_installed = importlib.util.find_spec("umap") is not None
     expected = "UMAP" if method == "umap" or (method == "auto" and umap_installed) else "PCA"
     assert records["ch05_projection"] == expected
 
 
 @pytest.mark.notebook
+@pytest.mark.fresh_run("compares with the file chapter 4's smoke run saved in this session")
 def test_comparison_with_chapter_4_is_like_for_like(records):
     """Chapter 4's rows hold its saved numbers (or say how to get them); the k-NN is also attacked at ch. 4's eps."""
     rows = records["ch05_comparison"]
@@ -120,3 +121,8 @@ def test_saved_results_round_trip_by_profile_data_and_seed(tmp_path, monkeypatch
     assert load_results("04", SMOKE_RUN) is None  # unreadable counts as absent
     with pytest.raises(ValueError, match="two-digit"):
         save_results("4", SMOKE_RUN, values)
+
+
+def test_the_originals_margin_of_65_makes_circle_loss_and_its_gradient_exactly_zero(records):
+    assert records["ch05_m65_loss"] == 0.0
+    assert records["ch05_m65_max_gradient"] == 0.0

@@ -71,7 +71,7 @@ def test_models_stay_well_above_chance(records):
 
 
 def test_parameter_counts_match_the_formula(records):
-    smoke = vars(chapter_settings("06", "smoke"))
+    smoke = vars(chapter_settings("06", records["ch06_provenance"]["profile"]))
     formula = records["ch06_parameter_formula"]
     # the trunk: every convolution up to module 23 (k x k x c_in x c_out + c_out), BatchNorm if used
     trunk, c_in = 0, 3
@@ -97,3 +97,23 @@ def test_results_table_has_every_model(records):
                                           "compressed, two hidden layers", "compressed, linear"]
     for r in rows:
         assert all(0.0 <= r[key] <= 1.0 for key in ("train acc", "val acc", "test acc", "SI", "CSI"))
+
+
+def test_the_originals_hook_kept_the_relus_output_instead_of_the_convolutions(records):
+    # output.detach() shares memory with module 0's output, which the in-place ReLU then overwrites.
+    assert not records["ch06_hook_kept_has_negatives"]
+    assert records["ch06_hook_real_has_negatives"]
+    si = records["ch06_layers"]["si_train"]
+    assert records["ch06_hook_si_kept"] == pytest.approx(si[2], abs=1e-12)  # module 1, the ReLU
+    assert records["ch06_si_module0"] == si[1]
+
+
+def test_the_selected_prefix_is_also_scored_on_held_out_samples(records):
+    for key in ("ch06_si_best_k_held_out", "ch06_si_all_cut_held_out"):
+        assert 0.0 <= records[key] <= 1.0
+    assert records["ch06_selection_gain_in_sample"] == pytest.approx(
+        records["ch06_si_best_k"] - records["ch06_si_all_cut"], abs=1e-12)
+    assert records["ch06_selection_gain_held_out"] == pytest.approx(
+        records["ch06_si_best_k_held_out"] - records["ch06_si_all_cut_held_out"], abs=1e-12)
+    # Selection bias: the gain is largest on the samples that chose the features.
+    assert records["ch06_selection_gain_held_out"] < records["ch06_selection_gain_in_sample"]

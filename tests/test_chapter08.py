@@ -64,3 +64,17 @@ def test_interaction_effects_are_reported(records):
     assert effects["batchnorm"]["gain alone"] > 0.1
     # One-off and leave-one-out disagree for some component: the components interact.
     assert max(abs(row["interaction"]) for row in effects.values()) > 0.05
+
+
+def test_the_originals_per_batch_zeroing_leaves_neither_weight_nor_bias_at_zero(records):
+    # conv1.weight zeroed before every batch, then moved by every optimiser step; the bias never zeroed.
+    assert records["ch08_original_zeroing_weight_left"] > 0
+    assert records["ch08_original_zeroing_bias_moved"] > 0
+    # With the weight truly at 0 the conv outputs its bias alone: one prediction for every image.
+    assert records["ch08_original_zeroed_classes"] == 1
+
+
+def test_the_leave_one_out_note_reads_the_reference_runs(records):
+    low, high = records["ch08_all_min"], records["ch08_all_max"]
+    assert 0.0 <= low <= high <= 1.0
+    assert ("does not train reliably" in records["ch08_loo_note"]) == (high - low > 0.1)

@@ -178,3 +178,13 @@ def test_si_with_many_identical_samples(seed):
     same_centroids = torch.cat([x[:60], x[:60]]), torch.cat([torch.zeros(60), torch.ones(60)]).long()
     assert sep.center_separation_index(*same_centroids) == 0.5  # identical centroids: label 0 wins
     assert sep.separation_index(x, y) == reference.separation_index(x, y)
+
+
+def test_forward_ranking_given_a_cuda_device_runs_on_the_cpu_and_says_so(monkeypatch, capsys):
+    """On a GPU the branch and bound would be thousands of tiny launches and syncs: it runs on the CPU."""
+    seen, prepare = [], sep.prepare
+    monkeypatch.setattr(sep, "prepare", lambda x, y, normalize, device: seen.append(device) or prepare(x, y, normalize))
+    x, y = torch.randn(40, 6, generator=torch.Generator().manual_seed(0)), torch.arange(40) % 3
+    ranking = sep.forward_ranking(x, y, 3, device="cuda", progress=False)
+    assert seen == ["cpu"] and "on the CPU" in capsys.readouterr().out
+    assert ranking.order == sep.forward_ranking(x, y, 3, progress=False).order

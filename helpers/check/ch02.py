@@ -13,7 +13,7 @@ from .grading import Mistake, attempt, difference, verdict
 __all__ = ["inverted_dropout"]
 
 TRAINING_MISTAKES = {  # reference.inverted_dropout's mistake -> its hint
-    "original": "the kept units are not rescaled: their expected value must stay that of h",
+    "classic": "the kept units are not rescaled: their expected value must stay that of h",
     "shrink": "you shrink the kept units; to keep the expected value they must grow by the inverse of the keep "
               "probability",
     "drop-probability": "p is the probability of *dropping* a unit; the rescaling uses the probability of keeping it",
@@ -49,7 +49,7 @@ def inverted_dropout(fn: Callable) -> bool:
                          "evaluation mode (training=False)")
     if problem:
         message, hint = problem
-        old = reference.inverted_dropout(h, keep, 0.5, training=False, mistake="original")
+        old = reference.inverted_dropout(h, keep, 0.5, training=False, mistake="classic")
         if isinstance(out, torch.Tensor) and out.shape == h.shape and torch.allclose(out.float(), old):
             hint = ("this is the old (non-inverted) dropout's test-time scaling; inverted dropout does all its "
                     "scaling in training")

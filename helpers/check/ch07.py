@@ -12,6 +12,7 @@ from .grading import UNTOUCHED, Mistake, ModelCase, check_with_model, conv_net, 
 
 __all__ = ["grad_cam", "occlusion", "guided_backprop"]
 
+RELUS_RESTORED = "the ReLUs behave normally afterwards"
 
 def grad_cam(fn: Callable) -> bool:
     """Check grad_cam(model, x, layer, target=None) -> (N, H, W) against a plain re-implementation of the recipe.
@@ -133,7 +134,7 @@ def guided_backprop(fn: Callable) -> bool:
     return check_with_model(fn, "guided_backprop", cases, interpret.guided_backprop,
                             "the gradient of the target's logit with respect to the input, where each ReLU passes "
                             "gradient back only where its input and the incoming gradient are both positive",
-                            UNTOUCHED + "; the ReLUs behave normally afterwards", atol=1e-9, rtol=1e-6,
+                            f"{UNTOUCHED}; {RELUS_RESTORED}", atol=1e-9, rtol=1e-6,
                             diagnose=variants, shape_hint="the gradient has the input's shape (N, C, H, W)",
                             crash_hint=_guided_crash_hint, after=unchanged_relus)
 

@@ -81,9 +81,9 @@ def block_drops(fn: Callable) -> bool:
     if not ran:
         return False
     if not isinstance(drops, dict) or set(drops) != set(blocks):
-        keys = f" with keys {list(drops)}" if isinstance(drops, dict) else ""
-        return verdict(False, name, f"returned {describe(drops)}{keys}"
-                       + f"; expected a dict block -> accuracy drop for {blocks}",
+        returned = (f"returned {describe(drops)} with keys {list(drops)}" if isinstance(drops, dict)
+                    else f"returned {describe(drops)}")
+        return verdict(False, name, f"{returned}; expected a dict block -> accuracy drop for {blocks}",
                        "one entry per block name: its clean accuracy minus its accuracy with the block ablated")
     not_numbers = [b for b in blocks if to_number(drops[b]) is None]
     if not_numbers:

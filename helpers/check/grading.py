@@ -20,17 +20,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import Normalize
+from .language import FAIL, PASS, translate
 
-PASS, FAIL = "\u2705", "\u274c"
 EVAL_HINT = ("compute in eval mode (Dropout off, BatchNorm with its stored statistics), then give every "
              "module back the mode it had")
 
 
 def verdict(ok: bool, name: str, message: str, hint: str | None = None) -> bool:
-    """Print one verdict line (and a hint when it failed); return ok."""
-    print(f"{PASS if ok else FAIL} {name}: {message}")
+    """Print one verdict line (and a hint when it failed) in the checks' language (English unless set); return ok."""
+    print(f"{PASS if ok else FAIL} {name}: {translate(message)}")
     if hint and not ok:
-        print(f"   Hint: {hint}")
+        print(translate(f"   Hint: {hint}"))
     return ok
 
 
@@ -159,14 +159,14 @@ def difference(out: Any, expected: Any, kind: str, atol: float, rtol: float, whe
     got, want = out.detach().to(torch.float64).cpu(), expected.detach().to(torch.float64).cpu()
     if not torch.isfinite(got).all():
         bad = int((~torch.isfinite(got)).sum())
-        return f"{where}: {bad} of {got.numel()} values are NaN or inf", nan_hint
+        return f"{where}: " + f"{bad} of {got.numel()} values are NaN or inf", nan_hint  # the detail stands alone
     if not got.numel():
         return None
     diff = (got - want).abs()
     tolerance = atol + rtol * want.abs().max().item()
     if diff.max().item() > tolerance:
         wrong = int((diff > tolerance).sum())
-        return (f"{where}: {wrong} of {got.numel()} values differ from the reference, by up to "
+        return (f"{where}: " + f"{wrong} of {got.numel()} values differ from the reference, by up to "
                 f"{diff.max().item():.3g} (largest reference value {want.abs().max().item():.3g})"), None
     return None
 
@@ -206,8 +206,9 @@ def compare(fn: Callable, reference: Callable, cases: Sequence[Case | tuple], na
             advice = advice or matching_hint(out, diagnose, case.args, case.kwargs, kind, atol, rtol)
             return verdict(False, name, message, advice or case.hint or hint)
     labels = [c.label for c in cases if c.label]
-    covered = f": {', '.join(labels)}" if labels else ""
-    return verdict(True, name, f"matches the reference on {len(cases)} test cases{covered}")
+    if labels:
+        return verdict(True, name, f"matches the reference on {len(cases)} test cases: {', '.join(labels)}")
+    return verdict(True, name, f"matches the reference on {len(cases)} test cases")
 
 
 # ---------------------------------------------------------------- models handed to the student's function

@@ -6,12 +6,16 @@ A chapter module holds three plain literals:
 - CHECKPOINTS: {name pattern: the settings that define those weights}, read by `Setup.checkpoint`.
 A dict value is a named group, read as `S.recipe.epochs`; a profile's group overrides only the keys it
 names. Adding a chapter means adding its module here, nothing else.
+
+Rehearsal (HELPERS_REHEARSAL=1) runs a profile's real code path with its counts capped; the caps live
+here, in `rehearsal_row`, and `fit` honours REHEARSAL_BATCHES.
 """
 from __future__ import annotations
 
 import fnmatch
 import functools
 import importlib
+import os
 import pkgutil
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -33,7 +37,10 @@ def chapter_module(chapter: str) -> ModuleType:
 
 
 def chapter_settings(chapter: str, profile: str) -> SimpleNamespace:
-    """One chapter's settings in one profile: COMMON updated by the profile's OVERRIDES, groups as namespaces."""
+    """One chapter's settings in one profile: COMMON updated by the profile's OVERRIDES, groups as namespaces.
+
+    In a rehearsal (HELPERS_REHEARSAL=1) the counts are capped by `rehearsal_row`.
+    """
     module = chapter_module(chapter)
     if profile not in module.OVERRIDES:
         raise ValueError(f"Chapter {chapter} has no settings for profile {profile!r}; "
@@ -41,6 +48,8 @@ def chapter_settings(chapter: str, profile: str) -> SimpleNamespace:
     row = dict(module.COMMON)
     for key, value in module.OVERRIDES[profile].items():
         row[key] = {**row.get(key, {}), **value} if isinstance(value, dict) else value
+    if rehearsing():
+        row = rehearsal_row(row)
     return SimpleNamespace(**{key: SimpleNamespace(**value) if isinstance(value, dict) else value
                               for key, value in row.items()})
 
@@ -70,3 +79,94 @@ def flat(settings: SimpleNamespace) -> dict[str, Any]:
         else:
             row[key] = value
     return row
+
+
+# ---------------------------------------------------------------- rehearsal: the real code path, capped counts
+
+REHEARSAL_TRAIN = 256  # a training set (None, "the whole split", included): two batches of 128 + validation
+REHEARSAL_SAMPLES = 32  # every other sample count: test sets, attack curves, embeddings, checks
+REHEARSAL_EPOCHS = 1  # per training phase
+REHEARSAL_BATCHES = 2  # training batches per epoch (`fit` stops the epoch there)
+REHEARSAL_STEPS = 2  # optimisation steps of a method that is not training (filter visualisation)
+REHEARSAL_SEEDS = 1  # repeated runs per variant (the smoke profile already runs several)
+# Integer settings that are not counts of work: a rehearsal keeps them exactly, so that it runs the
+# profile's real batch sizes, widths, architectures and method parameters.
+NOT_COUNTS = frozenset({
+    "batch_size", "batch", "eval_batch",  # batch sizes
+    "deep_layers", "hidden", "head_hidden", "embedding_dim", "channels", "capacity_hidden",
+    "noise_features",  # architectures and input sizes
+    "cut", "k", "split_seed", "patience", "step_size", "pgd_steps", "check_patch", "occlusion_patches",
+    "occlusion_strides",  # method parameters (early stopping and schedules only matter after 1 epoch)
+    "n_filters", "shown_per_kind", "exact_check_features", "single_feature_sample",  # a few items shown or checked
+})
+SAMPLE_NAMES = ("train", "test", "points", "few_label")
+SAMPLE_SUFFIXES = ("_size", "_train", "_test", "_val", "_images", "_samples", "_points")
+
+
+class Capped(int):
+    """A count cut down by a rehearsal; `uncapped` is the profile's own value (None: the whole split)."""
+
+    uncapped: int | None
+
+    def __new__(cls, value: int, uncapped: int | None) -> "Capped":
+        count = super().__new__(cls, value)
+        count.uncapped = uncapped
+        return count
+
+    def __add__(self, other: Any) -> Any:
+        if not isinstance(other, int) or isinstance(other, bool):
+            return int(self) + other
+        parts = (self.uncapped, uncapped(other))
+        return Capped(int(self) + int(other), None if None in parts else sum(parts))
+
+    __radd__ = __add__
+
+
+def rehearsing() -> bool:
+    """True when HELPERS_REHEARSAL is set (to anything but 0): capped counts, real everything else."""
+    return os.environ.get("HELPERS_REHEARSAL", "0").strip() not in ("", "0")
+
+
+def rehearsal_cap(key: str) -> int | None:
+    """The rehearsal's cap for setting `key` ("recipe.epochs" -> 1), None for a setting that is not a count.
+
+    The rule goes by name: *epochs -> REHEARSAL_EPOCHS, *_steps -> REHEARSAL_STEPS, n_seeds ->
+    REHEARSAL_SEEDS, sample counts (train, test, *_size, *_train, ...) -> REHEARSAL_TRAIN if they size a
+    training set (the name holds "train", or few_label, points; si_train samples the separation index), else
+    REHEARSAL_SAMPLES; NOT_COUNTS are kept.
+    A test checks that every integer setting of every chapter falls under one of these.
+    """
+    name = key.rsplit(".", 1)[-1]
+    if name in NOT_COUNTS:
+        return None
+    if name == "epochs" or name.endswith("_epochs"):
+        return REHEARSAL_EPOCHS
+    if name.endswith("_steps"):
+        return REHEARSAL_STEPS
+    if name == "n_seeds":
+        return REHEARSAL_SEEDS
+    if name in SAMPLE_NAMES or name.endswith(SAMPLE_SUFFIXES):
+        training = ("train" in name or name in ("few_label", "points")) and not name.startswith("si_")
+        return REHEARSAL_TRAIN if training else REHEARSAL_SAMPLES
+    return None
+
+
+def _capped(key: str, value: Any) -> Any:
+    cap = rehearsal_cap(key)
+    if cap is None or isinstance(value, bool) or not (value is None or isinstance(value, int)):
+        return value
+    if value is None and cap not in (REHEARSAL_TRAIN, REHEARSAL_SAMPLES):
+        return value  # "no limit" on anything but a sample count is not a count
+    return Capped(cap, value) if value is None or value > cap else value
+
+
+def rehearsal_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A settings row with every count capped (groups too); capped values are `Capped` ints that remember theirs."""
+    return {key: ({inner: _capped(f"{key}.{inner}", v) for inner, v in value.items()}
+                  if isinstance(value, dict) else _capped(key, value))
+            for key, value in row.items()}
+
+
+def uncapped(value: Any) -> Any:
+    """The profile's own value behind a rehearsal's capped count (the value itself otherwise)."""
+    return value.uncapped if isinstance(value, Capped) else value

@@ -2,8 +2,10 @@
 
 # Full = the original: CIFAR-10 (10% stratified validation, seed 42), VGG-16 at full width, SGD lr 0.01
 # momentum 0.9 weight decay 5e-4, batch 128, StepLR(50, 0.1), up to 200 epochs, early stopping after 20
-# epochs without a better validation accuracy; SI on 10% of train (5,000) and test (1,000); cut after
-# module 23; heads of 4,096 with dropout 0.2. The frozen classifier and the heads reuse the recipe.
+# epochs without a better validation accuracy; SI on 10% of train (5,000) and test (1,000; stratified
+# here, random in the original); cut after module 23; heads of 4,096 with dropout 0.2. The frozen
+# classifier reuses the recipe, as in the original; the heads reuse it too, this book's choice (the
+# original trained them with Adam, lr 1e-3, for 6 epochs).
 # Smoke/cpu: a narrow VGG-16 without normalisation barely leaves chance in a few CPU epochs, so each
 # conv slot also holds a BatchNorm2d (same 31 modules, as in chapter 7) and the optimiser is Adam (no weight
 # decay). single_feature_sample: single features whose SI checks the ranking curve's first point.
@@ -37,3 +39,8 @@ CHECKPOINTS = {
     "vgg16-frozen": (*VGG16, "frozen_epochs", "cache_features"),
     "compressed-*": (*VGG16, "si_train", "cut", "head_hidden", "head_dropout", "head_epochs", "cache_features"),
 }
+
+# How `make notebooks` records this chapter (stand-ins until a recording on
+# the real CIFAR-10 is checked against the chapter's tests);
+# loads: the datasets whose sizes the provenance line gives.
+RECORDING = dict(profile="smoke", data="standin", loads=("cifar10",))

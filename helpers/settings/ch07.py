@@ -30,3 +30,8 @@ CHECKPOINTS = {
     "vgg16": ("train_size", "val_fraction", "width", "hidden", "dropout", "batchnorm", "augment", "optimizer",
               "lr", "weight_decay", "batch_size", "epochs", "schedule", "step_size", "patience"),
 }
+
+# How `make notebooks` records this chapter (stand-ins until a recording on
+# the real CIFAR-10 is checked against the chapter's tests);
+# loads: the datasets whose sizes the provenance line gives.
+RECORDING = dict(profile="smoke", data="standin", loads=("cifar10",))

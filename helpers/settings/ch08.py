@@ -1,6 +1,7 @@
 """Chapter 8 (ablation studies): settings per profile and what defines its checkpoints."""
 
-# simple: SimpleNet on CIFAR-10 (full: SGD lr 0.001, batch 64, 5 epochs); smoke: fewer steps, so a larger lr.
+# simple: SimpleNet on CIFAR-10 (full: the original's SGD lr 0.001, batch 64, 5 epochs; the original used no
+# momentum, 0.9 is this book's choice); smoke: fewer steps, so a larger lr.
 # recipe: ch. 3's recipe on SVHN (ResNet-18, 10 epochs); lr None = ch. 3's defaults. Seeds per variant: n_seeds.
 # Smoke recipe: batch 16 and moderate lrs make the BatchNorm variants learn on every seed in 3 epochs;
 # without BatchNorm the ResNet stays on its initial plateau in any budget that fits the smoke profile.
@@ -28,3 +29,7 @@ CHECKPOINTS = {
     "recipe-*": ("recipe.train", "recipe.val_fraction", "recipe.width", "recipe.batch", "recipe.epochs",
                  "recipe.sgd_lr", "recipe.adam_lr", "label_smoothing"),
 }
+
+# How `make notebooks` records this chapter (no SVHN is at hand, so the stand-ins);
+# loads: the datasets whose sizes the provenance line gives.
+RECORDING = dict(profile="smoke", data="standin", loads=("cifar10", "svhn", "mnist"))

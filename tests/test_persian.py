@@ -270,6 +270,7 @@ TERM_EXCEPTIONS: set[tuple[str, str, str]] = {
     # statistical bias («سوگیری»), not the learned constant of a layer («بایاس»)
     ("notebooks/06_separation_index", "bias", "**CSI can be high where SI is low**"),
     ("notebooks/06_separation_index", "bias", "The best prefix was *chosen*"),
+    ("notebooks/02_dropout_regularisation", "bias", "The regularisation coefficient trades"),
 }
 
 

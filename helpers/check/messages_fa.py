@@ -37,7 +37,7 @@ MESSAGES = {
     'a {type(value).__name__}':
         'یک {type(value).__name__}',
     'ablate with a forward hook, never by editing weights':
-        'حذف را با یک هوک forward انجام دهید، هرگز با ویرایش وزن\u200cها',
+        'حذف را با یک هوک رو به جلو (forward hook) انجام دهید، هرگز با ویرایش وزن\u200cها',
     'accuracies here are fractions in [0, 1], not percentages':
         'دقت\u200cها در اینجا کسرهایی در بازه\u200cی [0, 1] هستند، نه درصد',
     'after a stride-2 conv, given targets':
@@ -171,7 +171,7 @@ MESSAGES = {
     'not implemented yet':
         'هنوز پیاده\u200cسازی نشده است',
     'off by {error:.1%} of its size':
-        'به اندازه\u200cی {error:.1%} از بزرگی\u200cاش با مقدار درست فاصله دارد',
+        'با مقدار درست به اندازه\u200cی {error:.1%} از بزرگیِ آن فاصله دارد',
     'one ReLU instance used twice, predicted class':
         'یک شیء ReLU که دو بار به کار رفته است، با کلاس پیش\u200cبینی\u200cشده',
     'one class only: no negative pair':
@@ -199,7 +199,7 @@ MESSAGES = {
     'p is the probability of *dropping* a unit; the rescaling uses the probability of keeping it':
         'در اینجا p احتمال *حذف* یک واحد است؛ بازمقیاس کردن با احتمال نگه\u200cداشتن آن انجام می\u200cشود',
     'pass the function itself, without calling it':
-        'خودِ تابع را بدهید، بی\u200cآنکه آن را فرا بخوانید',
+        'خودِ تابع را به\u200cعنوان ورودی بدهید، بی\u200cآنکه آن را فرا بخوانید',
     'patch 4 = stride 4 on 12x12, given targets':
         'وصله\u200cی 4 = گام 4 روی 12x12، با هدف\u200cهای داده\u200cشده',
     'plain ReLUs, target 7':
@@ -219,7 +219,7 @@ MESSAGES = {
     'remove every hook you register once you are done, also when an error occurs (a try/finally or a context manager)':
         'هر هوکی را که ثبت می\u200cکنید پس از پایان کار حذف کنید، حتی وقتی خطایی رخ می\u200cدهد (با try/finally یا یک context manager)',
     'repeat a small FGSM-like step of size alpha, each time measuring the gradient at the current adversarial image, then project back onto the eps-ball around x and onto valid pixels; gradients in eval mode':
-        'یک گام کوچکِ شبیه FGSM به اندازه\u200cی alpha را تکرار کنید و هر بار گرادیان را در تصویر متخاصمِ کنونی اندازه بگیرید، سپس تصویر را دوباره روی گوی اپسیلونِ پیرامون x و روی بازه\u200cی معتبر پیکسل\u200cها تصویر کنید؛ گرادیان\u200cها در حالت ارزیابی',
+        'یک گام کوچکِ شبیه FGSM به اندازه\u200cی alpha را تکرار کنید و هر بار گرادیان را در تصویر متخاصمِ کنونی اندازه بگیرید، سپس نتیجه را دوباره روی گوی اپسیلونِ پیرامون x و روی بازه\u200cی معتبر پیکسل\u200cها تصویر کنید؛ گرادیان\u200cها در حالت ارزیابی',
     'replace the `raise NotImplementedError` by your code':
         '`raise NotImplementedError` را با کد خودتان جایگزین کنید',
     'replaced or added modules of the model ({_examples(sorted(changed))})':
@@ -333,7 +333,7 @@ MESSAGES = {
     'this book spreads eps over all K classes, the label included (each gets eps / K on top)':
         'این کتاب eps را میان همه\u200cی K کلاس، از جمله کلاسِ برچسب، پخش می\u200cکند (هر کلاس eps / K اضافه می\u200cگیرد)',
     "this check's models use ReLU(inplace=True), and one model calls a single ReLU module twice; a module backward hook fails on an in-place ReLU - guide the gradient of each ReLU call's output tensor instead":
-        'مدل\u200cهای این خودآزمایی از ReLU(inplace=True) استفاده می\u200cکنند و یکی از آن\u200cها یک ماژول ReLU را دو بار فرا می\u200cخواند. هوک backward ماژول روی ReLU درجا کار نمی\u200cکند؛ به\u200cجای آن، گرادیانِ تنسور خروجیِ هر فراخوانی ReLU را هدایت کنید',
+        'مدل\u200cهای این خودآزمایی از ReLU(inplace=True) استفاده می\u200cکنند و یکی از آن\u200cها یک ماژول ReLU را دو بار فرا می\u200cخواند. هوک رو به عقبِ ماژول (backward hook) روی ReLU درجا کار نمی\u200cکند؛ به\u200cجای آن، گرادیانِ تنسور خروجیِ هر فراخوانی ReLU را هدایت کنید',
     "this is the old (non-inverted) dropout's test-time scaling; inverted dropout does all its scaling in training":
         'این مقیاس\u200cکردنِ زمان آزمون در دراپ\u200cاوت قدیمی (غیرمعکوس) است؛ دراپ\u200cاوت معکوس همه\u200cی مقیاس\u200cکردن را در زمان آموزش انجام می\u200cدهد',
     'this is the ordinary gradient: in the backward pass, every ReLU must let gradient through only where its input was positive *and* the gradient arriving from above is positive':

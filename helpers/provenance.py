@@ -14,25 +14,25 @@ from typing import Any
 import numpy as np
 import torch
 
-NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10", "svhn": "SVHN"}
-# torchvision's splits (the "real" source); a folder of .npz files is measured instead.
-REAL_SIZES = {"mnist": (60_000, 10_000), "cifar10": (50_000, 10_000), "svhn": (73_257, 26_032)}
+from .data import REAL_NAMES, REAL_SIZES, SPLITS
+
 HELPERS = Path(__file__).resolve().parent
 METADATA_KEY = "recording"
 
 
 def data_text(datasets: tuple[str, ...] | list[str], source: str) -> str:
     """The data part of the line: each dataset with its source and split sizes, or the stand-ins."""
-    names = [NAMES.get(name, name) for name in datasets]
+    names = [REAL_NAMES.get(name, name) for name in datasets]
     if source == "standin":
         return f"{' + '.join(names) or 'data'} stand-in{'s' * (len(names) > 1)} (offline, generated; figures say so)"
     where = "torchvision" if source == "real" else "local .npz copy"
     parts = []
     for name in datasets:
-        sizes = REAL_SIZES.get(name) if source == "real" else tuple(_npz_size(source, name, s) for s in ("train", "test"))
-        counts = ", ".join(f"{split} {n:,}" if n is not None else f"{split} missing"
-                           for split, n in zip(("train", "test"), sizes or (None, None)))
-        parts.append(f"{NAMES.get(name, name)} real ({where}): {counts}")
+        # torchvision's splits (the "real" source); a folder of .npz files is measured instead
+        sizes = [REAL_SIZES.get((name, split)) if source == "real" else _npz_size(source, name, split)
+                 for split in SPLITS]
+        counts = ", ".join(f"{split} {n:,}" if n is not None else f"{split} missing" for split, n in zip(SPLITS, sizes))
+        parts.append(f"{REAL_NAMES.get(name, name)} real ({where}): {counts}")
     return "; ".join(parts) or f"real data ({where})"
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import NOTEBOOKS, ROOT
-from helpers import provenance
+from helpers import data, provenance
 from helpers.profile import resolve_data
 
 spec = importlib.util.spec_from_file_location("record_book", ROOT / "scripts" / "record_book.py")
@@ -23,7 +23,7 @@ def test_every_chapter_declares_how_it_is_recorded():
     assert sorted(rows) == [p.name[:2] for p in NOTEBOOKS]
     for chapter, row in rows.items():
         assert row["profile"] in ("smoke", "cpu", "full") and row["data"] in ("standin", "real"), (chapter, row)
-        assert set(row["loads"]) <= set(provenance.NAMES) and row["loads"], (chapter, row)
+        assert set(row["loads"]) <= set(data.REAL_NAMES) and row["loads"], (chapter, row)
         if row["profile"] == "smoke":
             assert row["data"] == "standin", f"chapter {chapter}: the smoke profile is the stand-ins' profile"
 

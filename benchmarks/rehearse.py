@@ -15,17 +15,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+
+from helpers.settings import chapters  # noqa: E402
+from record_book import environment, notebook_of  # noqa: E402  (scripts/)
+
 PROFILES = ("cpu", "full")
 WORKLOAD_JSON = ROOT / "benchmarks" / "workload.json"
 SETUP_PAGE = ROOT / "book" / "setup.md"
@@ -48,38 +49,6 @@ class RehearsalFailed(AssertionError):
     """A rehearsal raised: names the chapter, the profile and the failing cell."""
 
 
-def notebook(chapter: str) -> Path:
-    """notebooks/<chapter>_*.ipynb."""
-    found = sorted((ROOT / "notebooks").glob(f"{chapter}_*.ipynb"))
-    if not found:
-        raise ValueError(f"no notebook for chapter {chapter!r}")
-    return found[0]
-
-
-def chapters() -> list[str]:
-    """Every chapter that has a notebook."""
-    return sorted(path.name[:2] for path in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-
-
-@contextmanager
-def environment(values: dict[str, str | None]) -> Iterator[None]:
-    """Set (None: unset) environment variables, which the kernel inherits; restore the old ones afterwards."""
-    old = {key: os.environ.get(key) for key in values}
-    for key, value in values.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    try:
-        yield
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def _cell_index(path: Path, failed_source: str) -> str:
     """'cell [i]' (nbformat's index in the source notebook) of the cell that failed."""
     import nbformat
@@ -99,7 +68,7 @@ def rehearse(chapter: str, profile: str, workdir: Path, device: str | None = Non
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    source = notebook(chapter)
+    source = notebook_of(chapter)
     workdir.mkdir(parents=True, exist_ok=True)
     output = workdir / f"{source.stem}-{profile}.ipynb"
     records = workdir / f"workload-{chapter}-{profile}.jsonl"
@@ -196,7 +165,7 @@ def table(workload: dict) -> str:
              "T4 (estimate) | A100 (estimate) | 2-core CPU (estimate) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for chapter, profiles in sorted(workload.items()):
-        title = nbformat.read(notebook(chapter), as_version=4).cells[0].source.splitlines()[0].lstrip("# ")
+        title = nbformat.read(notebook_of(chapter), as_version=4).cells[0].source.splitlines()[0].lstrip("# ")
         for profile in PROFILES:
             row = profiles.get(profile)
             if row is None:

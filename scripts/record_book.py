@@ -19,7 +19,9 @@ import os
 import re
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import nbformat
 
@@ -44,6 +46,25 @@ def notebook_of(chapter: str) -> Path:
     if len(found) != 1:
         raise FileNotFoundError(f"expected one notebooks/{chapter}_*.ipynb, found {len(found)}")
     return found[0]
+
+
+@contextmanager
+def environment(values: dict[str, str | None]) -> Iterator[None]:
+    """Set (None: unset) environment variables, which a kernel inherits; restore the old ones afterwards."""
+    old = {key: os.environ.get(key) for key in values}
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def table() -> dict[str, dict]:
@@ -94,19 +115,11 @@ def record(notebook: Path, output: Path, profile: str, data: str) -> float:
     import papermill
 
     chapter = notebook.name[:2]
-    env = {"HELPERS_PROFILE": profile, "HELPERS_DATA": data, "HELPERS_PROGRESS": "0"}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)  # the kernel inherits them; nothing is injected into the notebook
     start = time.perf_counter()
-    try:
+    # the kernel inherits them; nothing is injected into the notebook
+    with environment({"HELPERS_PROFILE": profile, "HELPERS_DATA": data, "HELPERS_PROGRESS": "0"}):
         papermill.execute_notebook(str(notebook), str(output), kernel_name="python3",
                                    cwd=str(notebook.parent), progress_bar=False)
-    finally:
-        for key, value in saved.items():  # leave the caller's environment as it was
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     seconds = time.perf_counter() - start
     nb = nbformat.read(output, as_version=4)
     clean(nb)

@@ -224,7 +224,7 @@ def test_a_failed_rehearsal_names_the_chapter_the_profile_and_the_cell(tmp_path,
              nbformat.v4.new_code_cell("raise ValueError('a shape mismatch after an hour')")]
     nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {
         "name": "python3", "display_name": "Python 3", "language": "python"}}), broken)
-    monkeypatch.setattr(rehearse, "notebook", lambda chapter: broken)
+    monkeypatch.setattr(rehearse, "notebook_of", lambda chapter: broken)
     with pytest.raises(rehearse.RehearsalFailed, match=r"chapter 99 in the full profile failed in cell \[3\]") as info:
         rehearse.rehearse("99", "full", tmp_path / "work", device="cpu")
     assert "a shape mismatch after an hour" in str(info.value)
